@@ -1,0 +1,36 @@
+"""canon_jax: learned canonicalization in JAX/Flax.
+
+Make a pretrained model equivariant to rotations and reflections: a small equivariant
+network predicts the input's pose, the input is moved to a canonical pose, and the
+unchanged pretrained model predicts on it (Mondal et al., NeurIPS 2023).
+
+Conventions: images NHWC float32; angles in radians, counter-clockwise as displayed;
+C_n element k = rotation by 2 pi k / n; D_n element n + k = horizontal flip, then
+rotation k; element 0 is the identity.
+"""
+from canon_jax import groups, losses, metrics, nn, transforms
+from canon_jax.canonicalize import (CanonicalizationResult, ImageCanonicalizer,
+                                    continuous_angle, invert, soft_disk_mask,
+                                    straight_through_weights)
+from canon_jax.groups import DiscreteGroup, cyclic, dihedral, from_name
+from canon_jax.losses import prior_loss, rotation_prior_loss
+from canon_jax.metrics import (evaluate_under_group, group_averaged_accuracy,
+                               identity_rate, invariance_rate, orientation_alignment,
+                               orientation_histogram, per_element_accuracy)
+from canon_jax.transforms import (all_transforms, rotate_boxes, rotate_images,
+                                  transform_boxes, transform_feature_maps,
+                                  transform_images, transform_images_weighted,
+                                  transform_label_maps)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CanonicalizationResult", "DiscreteGroup", "ImageCanonicalizer", "all_transforms",
+    "continuous_angle", "cyclic", "dihedral", "evaluate_under_group", "from_name",
+    "group_averaged_accuracy", "groups", "identity_rate", "invariance_rate", "invert",
+    "losses", "metrics", "nn", "orientation_alignment", "orientation_histogram",
+    "per_element_accuracy", "prior_loss", "rotate_boxes", "rotate_images",
+    "rotation_prior_loss", "soft_disk_mask", "straight_through_weights",
+    "transform_boxes", "transform_feature_maps", "transform_images",
+    "transform_images_weighted", "transform_label_maps", "transforms",
+]

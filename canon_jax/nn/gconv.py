@@ -1,0 +1,263 @@
+"""Rotated-filter group convolutions for C_n and D_n on NHWC images.
+
+Feature layout: a regular feature map is (B, H, W, C, |G|); inside a convolution it
+is flattened to (B, H, W, C*|G|) with the group axis fastest (index c*|G| + g).
+
+Every layer is a single ``lax.conv_general_dilated`` whose kernel is assembled at
+trace time from the parameters:
+
+* **lifting layer**: output element ``h`` correlates the image with ``h . psi``
+  (the base filter transformed like an image: mirrored, then rotated
+  counter-clockwise), so ``lift(g . x)[..., h] = lift(x)[..., g^-1 h]`` at the
+  rotated position.
+* **group-to-group layer**: output element ``h`` uses the filter bank
+  ``(h . Psi)[:, :, :, h^-1 g']`` for input element ``g'`` (spatial transform and a
+  static gather on the input group axis).
+
+Filter parametrisations (``basis``):
+
+* ``"pixel"``: free k x k weights moved by ``jnp.rot90``/flips. Exact, but only
+  defined for groups whose rotations are multiples of 90 degrees (C1, C2, C4, D1,
+  D2, D4). Also used for 1 x 1 kernels, which rotation leaves alone.
+* ``"steerable"``: each filter is a learned combination of a fixed, band-limited
+  basis: radial Gaussian rings times circular harmonics ``cos/sin(m phi)`` for
+  ``m <= max_frequency`` (ring 0 uses ``(r/sigma)^m`` so that it is smooth at the
+  centre; with one ring and frequency 1 this is a Gaussian and its two first
+  derivatives). The transformed copy ``h . psi`` evaluates the basis at the
+  transformed grid coordinates (precomputed once, in numpy), instead of resampling
+  pixels, so 45-degree copies keep their strength (the reference's bilinear
+  filter rotation loses ~39% of the L2 norm and makes its C8 behave like C4).
+* ``"auto"``: pixel where exact, steerable otherwise.
+"""
+from __future__ import annotations
+
+import functools
+from typing import Literal
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from canon_jax.groups import DiscreteGroup, from_name
+from canon_jax.transforms import _exact, _source_coords
+
+Basis = Literal["auto", "pixel", "steerable"]
+
+
+def _resolve_basis(basis: str, group: DiscreteGroup, kernel_size: int) -> str:
+  if basis not in ("auto", "pixel", "steerable"):
+    raise ValueError(f"basis must be 'auto', 'pixel' or 'steerable'; got {basis!r}.")
+  if kernel_size == 1:
+    return "pixel"
+  if basis == "auto":
+    return "pixel" if group.exact_on_grid else "steerable"
+  if basis == "pixel" and not group.exact_on_grid:
+    raise ValueError(
+        f"basis='pixel' is only exact for groups of 90-degree rotations (C1, C2, "
+        f"C4, D1, D2, D4); got {group.name}. Use basis='steerable'.")
+  return basis
+
+
+def _check_kernel(kernel_size: int) -> None:
+  if not isinstance(kernel_size, int) or kernel_size < 1 or kernel_size % 2 == 0:
+    raise ValueError(
+        f"kernel_size must be a positive odd int (the filter needs a centre pixel "
+        f"to rotate about); got {kernel_size!r}.")
+
+
+@functools.lru_cache(maxsize=64)
+def steerable_basis(group: DiscreteGroup, kernel_size: int, max_frequency: int = 1,
+                    num_rings: int = 1, sigma: float = 0.8) -> np.ndarray:
+  """The filter basis sampled at the grid transformed by every group element.
+
+  Args:
+    group: the group.
+    kernel_size: odd k.
+    max_frequency: highest circular harmonic m (frequency 2 and more alias on a
+      small square grid; 1 is the default).
+    num_rings: radial Gaussian rings at radii 0, 1, ..., num_rings - 1 pixels.
+    sigma: ring width in pixels.
+
+  Returns:
+    (|G|, k, k, nb) float32: ``basis[h, :, :, b] = phi_b(h^-1 . grid)``, each
+    ``phi_b`` normalised to unit L2 norm on the untransformed grid. Element 0 is the
+    identity, so ``basis[0]`` is the plain basis.
+  """
+  _check_kernel(kernel_size)
+  if max_frequency < 0 or num_rings < 1:
+    raise ValueError(f"max_frequency must be >= 0 and num_rings >= 1; got "
+                     f"{max_frequency} and {num_rings}.")
+  cos, sin = group.cos_sin()
+  rows, cols = _source_coords(kernel_size, kernel_size, jnp.asarray(cos),
+                              jnp.asarray(sin), jnp.asarray(group.flips))
+  c = (kernel_size - 1) / 2.0
+  u = np.asarray(cols, np.float64) - c          # right
+  v = c - np.asarray(rows, np.float64)          # up
+  r = np.hypot(u, v)
+  phi = np.arctan2(v, u)                        # counter-clockwise from +x
+  funcs = []
+  for ring in range(num_rings):
+    if ring == 0:
+      profile = lambda m: (r / sigma) ** m * np.exp(-r**2 / (2 * sigma**2))
+    else:
+      profile = lambda m, ring=ring: np.exp(-(r - ring)**2 / (2 * sigma**2))
+    funcs.append(profile(0))
+    for m in range(1, max_frequency + 1):
+      funcs += [profile(m) * np.cos(m * phi), profile(m) * np.sin(m * phi)]
+  basis = np.stack(funcs, axis=-1)             # (|G|, k, k, nb)
+  norms = np.sqrt((basis[0] ** 2).sum(axis=(0, 1)))
+  keep = norms > 1e-6                          # e.g. m >= 1 vanish on a 1x1 grid
+  return (basis[..., keep] / norms[keep]).astype(np.float32)
+
+
+def _spatial_copies_pixel(w, group: DiscreteGroup):
+  """(k, k, ...) filter -> (|G|, k, k, ...): h . w for every element h."""
+  return jnp.stack([
+      _exact(w, int(group.rotation_index[h]) * 4 // group.n, bool(group.flips[h]),
+             axes=(0, 1)) for h in range(group.order)])
+
+
+class _FilterBank(nn.Module):
+  """Holds the parameters of a filter bank and returns its |G| transformed copies.
+
+  ``shape`` is the trailing filter shape (in, ..., out). Returns
+  (|G|, k, k, *shape).
+  """
+  group: DiscreteGroup
+  kernel_size: int
+  shape: tuple[int, ...]
+  fan_in: int
+  basis: str = "auto"
+  max_frequency: int = 1
+  num_rings: int = 1
+  sigma: float = 0.8
+
+  @nn.compact
+  def __call__(self):
+    kind = _resolve_basis(self.basis, self.group, self.kernel_size)
+    k = self.kernel_size
+    if kind == "pixel":
+      w = self.param("kernel", _he_init(2.0 / self.fan_in), (k, k) + self.shape)
+      return _spatial_copies_pixel(w, self.group)
+    basis = jnp.asarray(steerable_basis(self.group, k, self.max_frequency,
+                                        self.num_rings, self.sigma))
+    nb = basis.shape[-1]
+    # Unit-norm basis functions: a filter's energy is sum(coeffs^2); match the
+    # energy of a He-initialised k x k pixel filter.
+    coeffs = self.param("coefficients", _he_init(2.0 * k * k / (self.fan_in * nb)),
+                        (nb,) + self.shape)
+    return jnp.tensordot(basis, coeffs, axes=(-1, 0))
+
+
+def _he_init(variance: float):
+  """Truncated normal (+-2 std) with the given variance."""
+  def init(key, shape, dtype=jnp.float32):
+    return jax.random.truncated_normal(key, -2.0, 2.0, shape, dtype) * np.sqrt(
+        variance) / 0.8796256
+  return init
+
+
+def _conv(x, kernel):
+  return jax.lax.conv_general_dilated(
+      x, kernel, window_strides=(1, 1), padding="SAME",
+      dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+
+class LiftingConv(nn.Module):
+  """Image (B, H, W, C_in) -> regular features (B, H, W, features, |G|).
+
+  ``out[..., o, h]`` correlates the image with the base filter transformed by h.
+  Stride 1, symmetric 'SAME' padding, odd kernel.
+  """
+  group: DiscreteGroup | str
+  features: int
+  kernel_size: int = 5
+  use_bias: bool = True
+  basis: Basis = "auto"
+  max_frequency: int = 1
+  num_rings: int = 1
+  sigma: float = 0.8
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    group = from_name(self.group)
+    _check_kernel(self.kernel_size)
+    if x.ndim != 4:
+      raise ValueError(f"x must be (B, H, W, C); got shape {x.shape}.")
+    c_in, n = x.shape[-1], group.order
+    copies = _FilterBank(group, self.kernel_size, (c_in, self.features),
+                         fan_in=c_in * self.kernel_size**2, basis=self.basis,
+                         max_frequency=self.max_frequency, num_rings=self.num_rings,
+                         sigma=self.sigma, name="filters")()  # (|G|, k, k, in, out)
+    kernel = jnp.transpose(copies, (1, 2, 3, 4, 0)).reshape(
+        self.kernel_size, self.kernel_size, c_in, self.features * n)
+    y = _conv(x, kernel.astype(x.dtype)).reshape(x.shape[:3] + (self.features, n))
+    if self.use_bias:
+      y = y + self.param("bias", nn.initializers.zeros, (self.features,))[:, None]
+    return y
+
+
+class GroupConv(nn.Module):
+  """Regular features (B, H, W, C_in, |G|) -> (B, H, W, features, |G|).
+
+  ``out[..., o, h] = sum_{c, g'} corr(f[..., c, g'], (h . Psi)[:, :, c, h^-1 g', o])``.
+  """
+  group: DiscreteGroup | str
+  features: int
+  kernel_size: int = 1
+  use_bias: bool = True
+  basis: Basis = "auto"
+  max_frequency: int = 1
+  num_rings: int = 1
+  sigma: float = 0.8
+
+  @nn.compact
+  def __call__(self, f: jax.Array) -> jax.Array:
+    group = from_name(self.group)
+    _check_kernel(self.kernel_size)
+    n = group.order
+    if f.ndim != 5 or f.shape[-1] != n:
+      raise ValueError(f"f must be regular features (B, H, W, C, |G|={n}); got shape "
+                       f"{f.shape}.")
+    c_in, k = f.shape[-2], self.kernel_size
+    copies = _FilterBank(group, k, (c_in, n, self.features),
+                         fan_in=c_in * n * k * k, basis=self.basis,
+                         max_frequency=self.max_frequency, num_rings=self.num_rings,
+                         sigma=self.sigma, name="filters")()  # (|G|, k, k, in, |G|, out)
+    perm = jnp.asarray(group.table[group.inverses])          # perm[h, g'] = h^-1 g'
+    kernel = copies[jnp.arange(n)[:, None], :, :, :, perm]   # (|G|h, |G|g', k, k, in, out)
+    kernel = jnp.transpose(kernel, (2, 3, 4, 1, 5, 0)).reshape(
+        k, k, c_in * n, self.features * n)
+    y = _conv(f.reshape(f.shape[:3] + (c_in * n,)), kernel.astype(f.dtype))
+    y = y.reshape(f.shape[:3] + (self.features, n))
+    if self.use_bias:
+      y = y + self.param("bias", nn.initializers.zeros, (self.features,))[:, None]
+    return y
+
+
+class GroupBatchNorm(nn.Module):
+  """Batch norm for regular features: statistics per channel over (B, H, W, |G|)."""
+  momentum: float = 0.9
+  epsilon: float = 1e-5
+
+  @nn.compact
+  def __call__(self, f: jax.Array, train: bool) -> jax.Array:
+    return nn.BatchNorm(use_running_average=not train, axis=-2,
+                        momentum=self.momentum, epsilon=self.epsilon)(f)
+
+
+def group_avg_pool(f: jax.Array) -> jax.Array:
+  """2x2 average pooling, stride 2, of (B, H, W, C, |G|) with even H and W.
+
+  Exactly commutes with 90-degree rotations and flips (the 2x2 cells map to cells).
+  """
+  b, h, w = f.shape[:3]
+  if h % 2 or w % 2:
+    raise ValueError(f"group_avg_pool needs even H and W; got {h}x{w}.")
+  return f.reshape(b, h // 2, 2, w // 2, 2, *f.shape[3:]).mean(axis=(2, 4))
+
+
+def pool_to_logits(f: jax.Array) -> jax.Array:
+  """Regular features (B, H, W, C, |G|) -> group logits (B, |G|): mean over H, W, C."""
+  return jnp.mean(f, axis=(1, 2, 3))

@@ -1,0 +1,23 @@
+"""Shared test data: smooth, disk-masked images whose rotations lose nothing."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from canon_jax import soft_disk_mask
+
+
+def smooth_disk_images(key, batch: int, size: int, channels: int = 3,
+                       cutoff: float = 0.12) -> jax.Array:
+  """(B, size, size, C) random low-pass images in [0, 1]-ish, faded out on a disk."""
+  noise = jax.random.normal(key, (batch, size, size, channels))
+  f = jnp.fft.fftfreq(size)
+  radius = jnp.sqrt(f[:, None] ** 2 + f[None, :] ** 2)
+  lowpass = jnp.exp(-(radius / cutoff) ** 2)[None, :, :, None]
+  smooth = jnp.fft.ifft2(jnp.fft.fft2(noise, axes=(1, 2)) * lowpass, axes=(1, 2)).real
+  smooth = smooth / smooth.std(axis=(1, 2, 3), keepdims=True)
+  mask = jnp.asarray(soft_disk_mask(size, inner=0.7, outer=0.95))
+  return (smooth * mask[None, :, :, None]).astype(jnp.float32)
+
+
+def elements(k, batch):
+  return jnp.full((batch,), k, jnp.int32)
