@@ -1,0 +1,27 @@
+"""Input pipelines: TFDS image datasets (no TensorFlow) and grain batches.
+
+Typical training input (see :mod:`canon_jax.data.pipeline` for the sharding rule)::
+
+    from canon_jax import data
+    ds = data.get_image_dataset("cifar10", "train", data_dir=DATA_DIR)
+    it = data.make_iterator(ds, batch_size=256, shuffle=True, seed=0,
+                            num_epochs=None, process_index=jax.process_index(),
+                            process_count=jax.process_count())
+    batch = next(it)  # {'image': f32 (L, H, W, C), 'label': i32 (L,), 'mask': f32 (L,)}
+"""
+from canon_jax.data.digits import CanonDigits, DigitsConfig, prepare_digits
+from canon_jax.data.image_ops import resize_image, rotate_image
+from canon_jax.data.pipeline import make_batch_dataset, make_iterator
+from canon_jax.data.sources import ImageDataset, get_image_dataset
+
+__all__ = [
+    "CanonDigits",
+    "DigitsConfig",
+    "ImageDataset",
+    "get_image_dataset",
+    "make_batch_dataset",
+    "make_iterator",
+    "prepare_digits",
+    "resize_image",
+    "rotate_image",
+]
