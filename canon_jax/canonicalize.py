@@ -72,7 +72,7 @@ def continuous_angle(logits: jax.Array, beta: float = 1.0) -> jax.Array:
   return jnp.arctan2(p @ jnp.sin(theta), p @ jnp.cos(theta))
 
 
-def soft_disk_mask(size: int, inner: float = 0.9, outer: float = 1.0) -> np.ndarray:
+def soft_disk_mask(size: int, inner: float = 0.7, outer: float = 1.0) -> np.ndarray:
   """(size, size) mask: 1 inside radius ``inner*R``, cosine taper to 0 at ``outer*R``.
 
   R = size / 2, centred at ((size-1)/2, (size-1)/2); invariant under 90° rotations
@@ -110,8 +110,9 @@ class ImageCanonicalizer(nn.Module):
     resize: side the cropped input is resized to (96 in equiadapt, 128 for
       segmentation); ``None`` keeps the size.
     beta: softmax temperature of the straight-through estimator.
-    filter_basis, max_frequency: lifting filter parametrisation ("auto": pixels for
-      C4/D4, steerable Gaussian-derivative basis for other n).
+    filter_basis, max_frequency, filter_sigma: lifting filter parametrisation
+      ("auto": pixels for C4/D4, steerable Gaussian-derivative basis of width
+      ``filter_sigma`` pixels for other n; see :mod:`canon_jax.nn.gconv`).
     input_mask: "soft" (cosine-tapered disk), "hard", "none", or "auto" (soft for
       groups with non-90-degree rotations, none otherwise).
     readout: "discrete" (argmax element) or "continuous" (SO(2) angle from C_n
@@ -129,6 +130,7 @@ class ImageCanonicalizer(nn.Module):
   beta: float = 1.0
   filter_basis: str = "auto"
   max_frequency: int = 1
+  filter_sigma: float = 1.0
   input_mask: Literal["auto", "soft", "hard", "none"] = "auto"
   readout: Literal["discrete", "continuous"] = "discrete"
   check_finite: bool = False
@@ -183,12 +185,13 @@ class ImageCanonicalizer(nn.Module):
     if self.network == "gcnn":
       net = GroupConvNet(group, self.features, self.kernel_size, self.num_layers,
                          basis=self.filter_basis, max_frequency=self.max_frequency,
-                         name="network")
+                         sigma=self.filter_sigma, name="network")
     else:
       stages = max(1, self.num_layers // 4)
       net = GroupWideResNet(group, (self.features,) * stages, blocks_per_stage=2,
                             kernel_size=self.kernel_size, basis=self.filter_basis,
-                            max_frequency=self.max_frequency, name="network")
+                            max_frequency=self.max_frequency,
+                            sigma=self.filter_sigma, name="network")
     logits = net(x, train=train)
 
     if self.readout == "continuous":

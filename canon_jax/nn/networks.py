@@ -32,7 +32,7 @@ class GroupConvNet(nn.Module):
   basis: Basis = "auto"
   max_frequency: int = 1
   num_rings: int = 1
-  sigma: float = 0.8
+  sigma: float = 1.0
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
@@ -64,8 +64,8 @@ class GroupWideResNet(nn.Module):
   kernel_size: int = 9
   basis: Basis = "auto"
   max_frequency: int = 1
-  num_rings: int = 2
-  sigma: float = 0.8
+  num_rings: int = 3
+  sigma: float = 1.0
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
