@@ -1,0 +1,59 @@
+"""Pretrained predictors as Flax Linen modules, and a registry of them by name.
+
+``get_model("resnet50", num_classes=10)`` builds a module; ``MODELS`` maps every
+name to its constructor. To add a model family, import its constructors here and
+add entries to ``MODELS``.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import flax.linen as nn
+
+from canon_jax.models.common import (IMAGENET_MEAN, IMAGENET_STD, INCEPTION_MEAN,
+                                     INCEPTION_STD, normalize, normalize_imagenet,
+                                     replace_head)
+from canon_jax.models.resnet import (BasicBlock, Bottleneck, ResNet, ResNet18, ResNet34,
+                                     ResNet50, ResNet101, ResNetTiny)
+from canon_jax.models.vit import ViT, ViTB16, ViTS16, ViTTi16, ViTTiny
+from canon_jax.models.pointnet import PointNet, PointNetTiny
+from canon_jax.models.dgcnn import DGCNN, DGCNNTiny
+
+MODELS: dict[str, Callable[..., nn.Module]] = {
+    # Images, (B, H, W, 3) -> (B, num_classes).
+    "resnet18": ResNet18,
+    "resnet34": ResNet34,
+    "resnet50": ResNet50,
+    "resnet101": ResNet101,
+    "resnet_tiny": ResNetTiny,  # test-sized, no pretrained weights
+    "vit_b16": ViTB16,
+    "vit_s16": ViTS16,
+    "vit_ti16": ViTTi16,
+    "vit_tiny": ViTTiny,  # test-sized (4 x 4 patches), not ViT-Ti/16 (that is "vit_ti16")
+    # Point clouds, (B, N, 3) -> (B, num_classes); ModelNet40 sizes by default.
+    "pointnet": PointNet,
+    "pointnet_tiny": PointNetTiny,  # test-sized
+    "dgcnn": DGCNN,
+    "dgcnn_tiny": DGCNNTiny,  # test-sized
+}
+"""Model name -> constructor accepting the module's fields as keyword arguments."""
+
+
+def get_model(name: str, **kwargs) -> nn.Module:
+  """Builds the registered model ``name`` with field overrides, e.g. ``num_classes``.
+
+  >>> get_model("resnet_tiny", num_classes=10).num_classes
+  10
+  """
+  if name not in MODELS:
+    raise ValueError(f"name must be one of {sorted(MODELS)}, got {name!r}")
+  return MODELS[name](**kwargs)
+
+
+__all__ = [
+    "BasicBlock", "Bottleneck", "IMAGENET_MEAN", "IMAGENET_STD", "INCEPTION_MEAN",
+    "INCEPTION_STD", "MODELS", "ResNet", "ResNet18", "ResNet34", "ResNet50", "ResNet101",
+    "ResNetTiny", "ViT", "ViTB16", "ViTS16", "ViTTi16", "ViTTiny", "get_model", "normalize",
+    "normalize_imagenet", "replace_head",
+    "PointNet", "PointNetTiny", "DGCNN", "DGCNNTiny",
+]
