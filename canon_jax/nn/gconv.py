@@ -168,12 +168,8 @@ def _conv(x, kernel):
       dimension_numbers=("NHWC", "HWIO", "NHWC"))
 
 
-class LiftingConv(nn.Module):
-  """Image (B, H, W, C_in) -> regular features (B, H, W, features, |G|).
-
-  ``out[..., o, h]`` correlates the image with the base filter transformed by h.
-  Stride 1, symmetric 'SAME' padding, odd kernel.
-  """
+class _GroupFilterLayer(nn.Module):
+  """Fields and helpers shared by the lifting and group-to-group layers."""
   group: DiscreteGroup | str
   features: int
   kernel_size: int = 5
@@ -183,61 +179,61 @@ class LiftingConv(nn.Module):
   num_rings: int = 1
   sigma: float = 1.0
 
+  def _filter_copies(self, group: DiscreteGroup, shape: tuple[int, ...], fan_in: int):
+    """(|G|, k, k, *shape): the filter bank transformed by every element."""
+    _check_kernel(self.kernel_size)
+    return _FilterBank(group, self.kernel_size, shape, fan_in=fan_in, basis=self.basis,
+                       max_frequency=self.max_frequency, num_rings=self.num_rings,
+                       sigma=self.sigma, name="filters")()
+
+  def _add_bias(self, y):
+    """Adds one bias per output channel, shared over the group axis (equivariant)."""
+    if not self.use_bias:
+      return y
+    return y + self.param("bias", nn.initializers.zeros, (self.features,))[:, None]
+
+
+class LiftingConv(_GroupFilterLayer):
+  """Image (B, H, W, C_in) -> regular features (B, H, W, features, |G|).
+
+  ``out[..., o, h]`` correlates the image with the base filter transformed by h.
+  Stride 1, symmetric 'SAME' padding, odd kernel.
+  """
+
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     group = from_name(self.group)
-    _check_kernel(self.kernel_size)
     if x.ndim != 4:
       raise ValueError(f"x must be (B, H, W, C); got shape {x.shape}.")
-    c_in, n = x.shape[-1], group.order
-    copies = _FilterBank(group, self.kernel_size, (c_in, self.features),
-                         fan_in=c_in * self.kernel_size**2, basis=self.basis,
-                         max_frequency=self.max_frequency, num_rings=self.num_rings,
-                         sigma=self.sigma, name="filters")()  # (|G|, k, k, in, out)
-    kernel = jnp.transpose(copies, (1, 2, 3, 4, 0)).reshape(
-        self.kernel_size, self.kernel_size, c_in, self.features * n)
+    c_in, n, k = x.shape[-1], group.order, self.kernel_size
+    copies = self._filter_copies(group, (c_in, self.features), c_in * k * k)
+    kernel = jnp.transpose(copies, (1, 2, 3, 4, 0)).reshape(k, k, c_in, self.features * n)
     y = _conv(x, kernel.astype(x.dtype)).reshape(x.shape[:3] + (self.features, n))
-    if self.use_bias:
-      y = y + self.param("bias", nn.initializers.zeros, (self.features,))[:, None]
-    return y
+    return self._add_bias(y)
 
 
-class GroupConv(nn.Module):
+class GroupConv(_GroupFilterLayer):
   """Regular features (B, H, W, C_in, |G|) -> (B, H, W, features, |G|).
 
   ``out[..., o, h] = sum_{c, g'} corr(f[..., c, g'], (h . Psi)[:, :, c, h^-1 g', o])``.
   """
-  group: DiscreteGroup | str
-  features: int
   kernel_size: int = 1
-  use_bias: bool = True
-  basis: Basis = "auto"
-  max_frequency: int = 1
-  num_rings: int = 1
-  sigma: float = 1.0
 
   @nn.compact
   def __call__(self, f: jax.Array) -> jax.Array:
     group = from_name(self.group)
-    _check_kernel(self.kernel_size)
     n = group.order
     if f.ndim != 5 or f.shape[-1] != n:
       raise ValueError(f"f must be regular features (B, H, W, C, |G|={n}); got shape "
                        f"{f.shape}.")
     c_in, k = f.shape[-2], self.kernel_size
-    copies = _FilterBank(group, k, (c_in, n, self.features),
-                         fan_in=c_in * n * k * k, basis=self.basis,
-                         max_frequency=self.max_frequency, num_rings=self.num_rings,
-                         sigma=self.sigma, name="filters")()  # (|G|, k, k, in, |G|, out)
+    copies = self._filter_copies(group, (c_in, n, self.features), c_in * n * k * k)
     perm = jnp.asarray(group.table[group.inverses])          # perm[h, g'] = h^-1 g'
     kernel = copies[jnp.arange(n)[:, None], :, :, :, perm]   # (|G|h, |G|g', k, k, in, out)
     kernel = jnp.transpose(kernel, (2, 3, 4, 1, 5, 0)).reshape(
         k, k, c_in * n, self.features * n)
     y = _conv(f.reshape(f.shape[:3] + (c_in * n,)), kernel.astype(f.dtype))
-    y = y.reshape(f.shape[:3] + (self.features, n))
-    if self.use_bias:
-      y = y + self.param("bias", nn.initializers.zeros, (self.features,))[:, None]
-    return y
+    return self._add_bias(y.reshape(f.shape[:3] + (self.features, n)))
 
 
 class GroupBatchNorm(nn.Module):
