@@ -8,13 +8,17 @@ Conventions: images NHWC float32; angles in radians, counter-clockwise as displa
 C_n element k = rotation by 2 pi k / n; D_n element n + k = horizontal flip, then
 rotation k; element 0 is the identity.
 """
-from canon_jax import convert, groups, losses, metrics, models, nn, transforms
+from canon_jax import (convert, data, groups, losses, metrics, models, nn, pointcloud,
+                       transforms)
 from canon_jax.canonicalize import (CanonicalizationResult, ImageCanonicalizer,
                                     continuous_angle, invert, soft_disk_mask,
                                     straight_through_weights)
 from canon_jax.convert import load_pretrained
 from canon_jax.groups import DiscreteGroup, cyclic, dihedral, from_name
 from canon_jax.losses import prior_loss, rotation_prior_loss
+from canon_jax.pointcloud import (PointCloudCanonicalization, PointCloudCanonicalizer,
+                                  canonicalize_points, frame_from_vectors, knn_indices,
+                                  to_input_frame)
 from canon_jax.metrics import (evaluate_under_group, group_averaged_accuracy,
                                identity_rate, invariance_rate, orientation_alignment,
                                orientation_histogram, per_element_accuracy)
@@ -27,7 +31,9 @@ __version__ = "0.1.0"
 
 __all__ = [
     "CanonicalizationResult", "DiscreteGroup", "ImageCanonicalizer", "all_transforms",
-    "convert", "load_pretrained", "models",
+    "convert", "load_pretrained", "models", "data", "pointcloud",
+    "PointCloudCanonicalization", "PointCloudCanonicalizer", "canonicalize_points",
+    "frame_from_vectors", "knn_indices", "to_input_frame",
     "continuous_angle", "cyclic", "dihedral", "evaluate_under_group", "from_name",
     "group_averaged_accuracy", "groups", "identity_rate", "invariance_rate", "invert",
     "losses", "metrics", "nn", "orientation_alignment", "orientation_histogram",

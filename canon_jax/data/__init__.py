@@ -11,11 +11,20 @@ Typical training input (see :mod:`canon_jax.data.pipeline` for the sharding rule
 """
 from canon_jax.data.digits import CanonDigits, DigitsConfig, prepare_digits
 from canon_jax.data.image_ops import resize_image, rotate_image
+from canon_jax.data.modelnet40 import Modelnet40Hdf5
 from canon_jax.data.pipeline import make_batch_dataset, make_iterator
+from canon_jax.data.shapes import (CanonShapes, CanonShapesConfig, make_shapes,
+                                   random_rotations, rotate_point_clouds)
 from canon_jax.data.sources import ImageDataset, get_image_dataset
 
 __all__ = [
     "CanonDigits",
+    "CanonShapes",
+    "CanonShapesConfig",
+    "Modelnet40Hdf5",
+    "make_shapes",
+    "random_rotations",
+    "rotate_point_clouds",
     "DigitsConfig",
     "ImageDataset",
     "get_image_dataset",
