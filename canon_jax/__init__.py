@@ -8,8 +8,8 @@ Conventions: images NHWC float32; angles in radians, counter-clockwise as displa
 C_n element k = rotation by 2 pi k / n; D_n element n + k = horizontal flip, then
 rotation k; element 0 is the identity.
 """
-from canon_jax import (convert, data, groups, losses, metrics, models, nn, pointcloud,
-                       transforms)
+from canon_jax import (coco_eval, convert, data, groups, losses, metrics, models, nn,
+                       pointcloud, segmentation, transforms)
 from canon_jax.canonicalize import (CanonicalizationResult, ImageCanonicalizer,
                                     continuous_angle, invert, soft_disk_mask,
                                     straight_through_weights)
@@ -31,7 +31,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "CanonicalizationResult", "DiscreteGroup", "ImageCanonicalizer", "all_transforms",
-    "convert", "load_pretrained", "models", "data", "pointcloud",
+    "convert", "load_pretrained", "models", "data", "pointcloud", "segmentation",
+    "coco_eval",
     "PointCloudCanonicalization", "PointCloudCanonicalizer", "canonicalize_points",
     "frame_from_vectors", "knn_indices", "to_input_frame",
     "continuous_angle", "cyclic", "dihedral", "evaluate_under_group", "from_name",

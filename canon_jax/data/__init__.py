@@ -16,12 +16,16 @@ from canon_jax.data.pipeline import make_batch_dataset, make_iterator
 from canon_jax.data.shapes import (CanonShapes, CanonShapesConfig, make_shapes,
                                    random_rotations, rotate_point_clouds)
 from canon_jax.data.sources import ImageDataset, get_image_dataset
+from canon_jax.data.synthetic_instances import (SyntheticInstances,
+                                                make_synthetic_instances)
 
 __all__ = [
     "CanonDigits",
     "CanonShapes",
     "CanonShapesConfig",
     "Modelnet40Hdf5",
+    "SyntheticInstances",
+    "make_synthetic_instances",
     "make_shapes",
     "random_rotations",
     "rotate_point_clouds",

@@ -18,6 +18,8 @@ from canon_jax.models.resnet import (BasicBlock, Bottleneck, ResNet, ResNet18, R
 from canon_jax.models.vit import ViT, ViTB16, ViTS16, ViTTi16, ViTTiny
 from canon_jax.models.pointnet import PointNet, PointNetTiny
 from canon_jax.models.dgcnn import DGCNN, DGCNNTiny
+from canon_jax.models.sam import (SAM_VARIANTS, Sam, SamTiny, SamViTB, SamViTH, SamViTL,
+                                  box_predictor)
 
 MODELS: dict[str, Callable[..., nn.Module]] = {
     # Images, (B, H, W, 3) -> (B, num_classes).
@@ -56,4 +58,6 @@ __all__ = [
     "ResNetTiny", "ViT", "ViTB16", "ViTS16", "ViTTi16", "ViTTiny", "get_model", "normalize",
     "normalize_imagenet", "replace_head",
     "PointNet", "PointNetTiny", "DGCNN", "DGCNNTiny",
+    # Promptable segmentation (not classifiers, so not in MODELS).
+    "SAM_VARIANTS", "Sam", "SamTiny", "SamViTB", "SamViTH", "SamViTL", "box_predictor",
 ]
