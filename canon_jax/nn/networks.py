@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 
 from canon_jax.groups import DiscreteGroup, from_name
 from canon_jax.nn.gconv import (Basis, GroupBatchNorm, GroupConv, LiftingConv,
@@ -42,7 +43,12 @@ class GroupConvNet(nn.Module):
                     max_frequency=self.max_frequency, num_rings=self.num_rings,
                     sigma=self.sigma, name="lift")(x)
     for i in range(self.num_layers - 1):
-      f = GroupConv(group, self.features, 1, name=f"gconv{i + 1}")(nn.relu(f))
+      h = nn.relu(f)
+      if i == self.num_layers - 2:
+        # The last 1x1 layer is affine per pixel and the logits are a spatial mean:
+        # pooling first gives the same logits for a fraction of the work.
+        h = jnp.mean(h, axis=(1, 2), keepdims=True)
+      f = GroupConv(group, self.features, 1, name=f"gconv{i + 1}")(h)
     return pool_to_logits(f)
 
 
