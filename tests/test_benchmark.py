@@ -1,0 +1,109 @@
+"""train/benchmark.py on its tiny configuration: the JSON schema, no timing assertions."""
+import importlib.util
+import json
+import math
+
+import pytest
+
+from train import benchmark
+
+ROW_FIELDS = {"name", "title", "batch", "input_shape", "canon_jax", "baseline",
+              "baseline_missing", "speedup", "extra"}
+SIDE_FIELDS = {"label", "median_s", "p25_s", "p75_s", "throughput", "examples",
+               "compile_s", "peak_memory_mb", "memory_method", "xla_plan_mb", "flops",
+               "steps"}
+TOP_FIELDS = {"date", "command", "mode", "device", "sizes", "machine",
+              "peak_matmul_flops_per_s", "peak_matmul_dtype", "rows"}
+
+
+def _check_side(side: dict, *, jax_side: bool, flops: bool) -> None:
+  assert SIDE_FIELDS <= set(side), sorted(SIDE_FIELDS - set(side))
+  assert side["median_s"] > 0 and side["p25_s"] <= side["median_s"] <= side["p75_s"]
+  assert math.isclose(side["throughput"], side["examples"] / side["median_s"])
+  assert side["steps"] == benchmark.MODES["tiny"].iters
+  assert side["peak_memory_mb"] is not None and side["peak_memory_mb"] >= 0
+  if jax_side:
+    assert side["compile_s"] > 0
+    assert side["xla_plan_mb"] > 0
+  else:
+    assert side["compile_s"] is None
+  if flops and jax_side:
+    assert side["flops"] > 0
+    assert side["mfu"] > 0 and side["achieved_flops_per_s"] > 0
+
+
+def _load(tmp_path, argv):
+  out = tmp_path / "bench.json"
+  result = benchmark.main(argv + ["--out", str(out)])
+  loaded = json.loads(out.read_text())
+  assert loaded == json.loads(json.dumps(result))
+  assert TOP_FIELDS <= set(loaded)
+  assert loaded["mode"] == "tiny" and loaded["device"] == "cpu"
+  assert loaded["machine"]["cores"] >= 1 and loaded["machine"]["versions"]["jax"]
+  for row in loaded["rows"]:
+    assert ROW_FIELDS <= set(row), sorted(ROW_FIELDS - set(row))
+  return loaded
+
+
+def test_tiny_jax_side_schema(tmp_path):
+  result = _load(tmp_path, ["--tiny", "--no-reference", "--flops",
+                            "--rows", "canonicalizer,inference"])
+  assert result["peak_matmul_flops_per_s"] > 0
+  assert result["peak_matmul_dtype"] == "float32"
+  canonicalizer, inference = result["rows"]
+  assert canonicalizer["name"] == "canonicalizer"
+  _check_side(canonicalizer["canon_jax"], jax_side=True, flops=True)
+  assert canonicalizer["baseline"] is None and canonicalizer["speedup"] is None
+  assert canonicalizer["baseline_missing"]
+  # Inference: the baseline is the 8-way averaging, always run (canon_jax only).
+  assert inference["name"] == "inference"
+  _check_side(inference["canon_jax"], jax_side=True, flops=True)
+  _check_side(inference["baseline"], jax_side=True, flops=True)
+  assert "averaging" in inference["baseline"]["label"]
+  assert math.isclose(inference["speedup"], inference["baseline"]["median_s"]
+                      / inference["canon_jax"]["median_s"])
+  assert inference["extra"]["canon_jax_canonicalizer_overhead"] > -1
+  _check_side(inference["extra"]["canon_jax_predictor_only"], jax_side=True, flops=True)
+
+
+@pytest.mark.slow
+def test_tiny_all_rows_jax_side(tmp_path):
+  result = _load(tmp_path, ["--tiny", "--no-reference"])
+  assert [r["name"] for r in result["rows"]] == list(benchmark.ROWS)
+  for row in result["rows"]:
+    _check_side(row["canon_jax"], jax_side=True, flops=False)
+  train_step = result["rows"][1]
+  assert "canon_jax_canonicalizer_overhead" in train_step["extra"]
+
+
+@pytest.mark.skipif(importlib.util.find_spec("equiadapt") is None,
+                    reason="equiadapt (the bench extra) is not installed")
+def test_tiny_reference_row_has_speedup(tmp_path):
+  result = _load(tmp_path, ["--tiny", "--rows", "canonicalizer"])
+  (row,) = result["rows"]
+  _check_side(row["canon_jax"], jax_side=True, flops=False)
+  _check_side(row["baseline"], jax_side=False, flops=False)
+  assert row["baseline"]["label"].startswith("equiadapt")
+  assert math.isclose(row["speedup"],
+                      row["baseline"]["median_s"] / row["canon_jax"]["median_s"])
+
+
+def test_without_the_bench_extra_jax_rows_still_run(monkeypatch):
+  def missing(threads, device):
+    raise ImportError(benchmark.BENCH_EXTRA_HINT)
+
+  monkeypatch.setattr(benchmark, "_import_reference", missing)
+  logs = []
+  result = benchmark.run("tiny", ("canonicalizer",), log=logs.append)
+  assert any("bench" in line and "equiadapt" in line for line in logs), logs
+  (row,) = result["rows"]
+  _check_side(row["canon_jax"], jax_side=True, flops=False)
+  assert row["baseline"] is None and row["speedup"] is None
+  assert "equiadapt" in row["baseline_missing"]
+
+
+def test_rejects_unknown_rows_and_devices():
+  with pytest.raises(ValueError, match="rows must be among"):
+    benchmark.run("tiny", ("nope",))
+  with pytest.raises(ValueError, match="device must be"):
+    benchmark.run("tiny", ("canonicalizer",), device="tpu")
