@@ -39,18 +39,19 @@ Representation = Literal["regular", "scalar"]
 # ----------------------------------------------------------------------------------
 
 
-def _source_coords(h: int, w: int, cos, sin, flip):
+def _source_coords(h: int, w: int, cos, sin, flip, xp=jnp):
   """Row/column in the input sampled by every output pixel: each (B, H, W).
 
   Output pixel q (centred coords u right, v down) reads the input at
   F^flip R_{-theta} q, the inverse of "flip, then rotate counter-clockwise".
+  ``xp`` is ``jnp`` (traced) or ``np`` (constants computed once, e.g. filter bases).
   """
   cy, cx = (h - 1) / 2.0, (w - 1) / 2.0
-  v, u = jnp.meshgrid(jnp.arange(h) - cy, jnp.arange(w) - cx, indexing="ij")
+  v, u = xp.meshgrid(xp.arange(h) - cy, xp.arange(w) - cx, indexing="ij")
   cos, sin = cos[:, None, None], sin[:, None, None]
   su = u * cos - v * sin
   sv = u * sin + v * cos
-  su = jnp.where(flip[:, None, None], -su, su)
+  su = xp.where(flip[:, None, None], -su, su)
   return sv + cy, su + cx
 
 

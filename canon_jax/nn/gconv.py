@@ -92,8 +92,7 @@ def steerable_basis(group: DiscreteGroup, kernel_size: int, max_frequency: int =
     raise ValueError(f"max_frequency must be >= 0 and num_rings >= 1; got "
                      f"{max_frequency} and {num_rings}.")
   cos, sin = group.cos_sin()
-  rows, cols = _source_coords(kernel_size, kernel_size, jnp.asarray(cos),
-                              jnp.asarray(sin), jnp.asarray(group.flips))
+  rows, cols = _source_coords(kernel_size, kernel_size, cos, sin, group.flips, xp=np)
   c = (kernel_size - 1) / 2.0
   u = np.asarray(cols, np.float64) - c          # right
   v = c - np.asarray(rows, np.float64)          # up

@@ -1,0 +1,120 @@
+"""The update step: traced once, loss composition, separate and frozen optimizers,
+batch statistics, schedules."""
+import functools
+
+import chex
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+
+import canon_jax
+from multidevice import tiny_digits
+from train import models, step
+
+GROUP = canon_jax.from_name("C8")
+B = 8
+
+
+def _setup(variant="canonicalized", **stage_overrides):
+  config = tiny_digits.get_config()
+  stage = config[variant]
+  stage.update(init="pretrained", **stage_overrides)
+  pipeline = models.build_pipeline(config, variant, 10, None)
+  tx, schedules = step.make_optimizer(stage)
+  images = jnp.zeros((B, 32, 32, 1), jnp.float32)
+  if pipeline.canonicalizer is not None:
+    with jax.ensure_compile_time_eval():  # see train/trainer.py
+      jax.eval_shape(pipeline.canonicalizer.init, jax.random.key(0), images)
+  state = jax.jit(functools.partial(step.init_state, pipeline, tx))(jax.random.key(0), images)
+  fn = step.make_train_step(pipeline, tx, schedules, variant, stage, GROUP)
+  return state, fn
+
+
+def _batch(seed):
+  rng = np.random.default_rng(seed)
+  return {"image": jnp.asarray(rng.random((B, 32, 32, 1), np.float32)),
+          "label": jnp.asarray(rng.integers(0, 10, B), jnp.int32),
+          "mask": jnp.ones((B,), jnp.float32)}
+
+
+def _changed(a, b):
+  return any(not np.array_equal(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+
+
+def test_train_step_traces_once_and_adds_the_weighted_prior():
+  state, fn = _setup(prior_weight=7.0)
+  train_step = jax.jit(chex.assert_max_traces(fn, n=1), donate_argnums=(0,))
+  rng = jax.random.key(1)
+  for i in range(4):
+    state, m = train_step(state, _batch(i), rng)
+    assert float(m["loss"]) == pytest.approx(
+        float(m["task_loss"]) + 7.0 * float(m["prior_loss"]), rel=1e-6)
+    assert float(m["prior_loss"]) > 0
+  assert int(state.step) == 4
+  assert float(m["lr_canonicalizer"]) == pytest.approx(3e-3 * (1 + np.cos(np.pi * 3 / 12)) / 2)
+
+
+def test_task_loss_reaches_canonicalizer_of_frozen_predictor():
+  """Straight-through weights: without prior, the task loss alone trains the
+  canonicalizer; a frozen predictor keeps its parameters and batch statistics."""
+  state, fn = _setup(prior_weight=0.0, freeze_predictor=True)
+  new, _ = jax.jit(fn)(state, _batch(0), jax.random.key(1))
+  assert _changed(new.params["canonicalizer"], state.params["canonicalizer"])
+  chex.assert_trees_all_equal(new.params["predictor"], state.params["predictor"])
+  chex.assert_trees_all_equal(new.batch_stats["predictor"], state.batch_stats["predictor"])
+
+
+def test_learning_rates_are_separate():
+  state, fn = _setup(canonicalizer_lr=0.0, predictor_lr=1e-2)
+  new, m = jax.jit(fn)(state, _batch(0), jax.random.key(1))
+  chex.assert_trees_all_equal(new.params["canonicalizer"], state.params["canonicalizer"])
+  assert _changed(new.params["predictor"], state.params["predictor"])
+  assert _changed(new.batch_stats["predictor"], state.batch_stats["predictor"])
+  assert float(m["lr_canonicalizer"]) == 0.0 and float(m["lr_predictor"]) > 0
+
+
+def test_vanilla_and_augmentation_differ_only_by_the_rotation():
+  state, vanilla = _setup("vanilla")
+  _, augmentation = _setup("augmentation")
+  batch = _batch(0)
+  _, m_v = jax.jit(vanilla)(state, batch, jax.random.key(1))
+  _, m_a = jax.jit(augmentation)(state, batch, jax.random.key(1))
+  assert float(m_v["identity_rate"]) == float(m_a["identity_rate"]) == 1.0
+  assert float(m_v["prior_loss"]) == float(m_a["prior_loss"]) == 0.0
+  assert float(m_v["task_loss"]) != pytest.approx(float(m_a["task_loss"]), rel=1e-6)
+  # With the identity as the only element drawn, augmentation is vanilla.
+  _, m_id = jax.jit(step.make_train_step(
+      models.build_pipeline(tiny_digits.get_config(), "augmentation", 10, None),
+      *step.make_optimizer(tiny_digits.get_config().augmentation), "augmentation",
+      tiny_digits.get_config().augmentation, canon_jax.from_name("C1")))(
+          state, batch, jax.random.key(1))
+  assert float(m_id["task_loss"]) == pytest.approx(float(m_v["task_loss"]), rel=1e-6)
+
+
+@pytest.mark.parametrize("schedule, expected", [
+    ("constant", [1.0, 1.0, 1.0, 1.0]),
+    ("multistep", [1.0, 0.1, 0.01, 0.01]),
+    ("cosine", [1.0, 0.75, 0.25, 0.0]),
+])
+def test_schedules(schedule, expected):
+  stage = ml_collections.ConfigDict(dict(num_steps=12, warmup_steps=0, schedule=schedule))
+  fn = step.make_schedule(stage, 1.0)
+  assert [float(fn(s)) for s in (0, 4, 8, 12)] == pytest.approx(expected, abs=1e-6)
+  warm = step.make_schedule(ml_collections.ConfigDict(
+      dict(num_steps=12, warmup_steps=4, schedule=schedule)), 1.0)
+  assert float(warm(0)) == 0.0 and float(warm(2)) == pytest.approx(0.5)
+
+
+def test_frozen_predictor_has_no_optimizer_state():
+  stage = tiny_digits.get_config().canonicalized
+  stage.freeze_predictor = True
+  tx, _ = step.make_optimizer(stage)
+  params = {"canonicalizer": {"w": jnp.ones(3)}, "predictor": {"w": jnp.ones(5)}}
+  state = tx.init(params)
+  sizes = [x.size for x in jax.tree.leaves(state.inner_states["predictor"])]
+  assert sizes == []
+  updates, _ = tx.update(params, state, params)
+  np.testing.assert_array_equal(updates["predictor"]["w"], np.zeros(5))
+  assert np.all(np.asarray(updates["canonicalizer"]["w"]) != 0)

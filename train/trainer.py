@@ -1,0 +1,349 @@
+"""Training and evaluation of canonicalized predictors: ``train_and_evaluate(config, workdir)``.
+
+A run trains the config's *variants* in order (``config.variants``, a subset of
+"vanilla", "augmentation", "canonicalized"; see :mod:`train.models`), each from the
+pretrained checkpoint or from an earlier variant's final weights
+(``config.<variant>.init``), evaluates each on every pose of the test set
+(:mod:`train.evaluate`), and reports the last variant with the others as baselines
+(:mod:`train.report`).
+
+Data parallel over all devices of all processes: a 1-D mesh ``('data',)``, global
+batches split over ``'data'``, parameters and optimizer state replicated, one
+``jax.jit`` of the update step per variant with explicit shardings, the state
+donated. The host reads the step's metrics after every step: this keeps the logs
+exact and avoids the CPU backend's collective rendezvous time-out when many steps
+with cross-device collectives are queued without a sync.
+
+Resuming: every ``config.checkpoint_every_steps`` steps, at the end of a variant, and
+when SIGTERM/SIGINT arrives, the state and the input position are saved under
+``WORKDIR/checkpoints/<variant>``. Running again with the same WORKDIR restores the
+finished variants' final states, continues the interrupted one from its last
+checkpoint and produces the same parameters and metrics as an uninterrupted run.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+import time
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import tqdm
+from absl import logging
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+import canon_jax
+from train import checkpointing, evaluate, input_pipeline, models, report
+from train.config_checks import validate_config
+from train.step import TrainState, init_state, make_optimizer, make_train_step
+
+
+@dataclasses.dataclass
+class _Run:
+  """What the variants of one run share."""
+  config: ml_collections.ConfigDict
+  workdir: str
+  mesh: Mesh
+  group: canon_jax.DiscreteGroup
+  train_ds: Any
+  eval_ds: Any
+  mean_std: Any
+  writer: report.MetricWriter
+  flag: checkpointing.PreemptionFlag
+  is_chief: bool
+
+
+@dataclasses.dataclass
+class _VariantOutcome:
+  state: TrainState | None
+  results: dict[str, Any] | None
+  traces: int
+  interrupted_at: int | None = None
+  visuals: dict[str, np.ndarray] | None = None
+
+
+def _log(message: str) -> None:
+  logging.info(message)
+  if jax.process_index() == 0:
+    print(message, flush=True)
+
+
+def _counted(fn: Callable, counter: list[int]) -> Callable:
+  """``fn`` that adds one to ``counter[0]`` whenever JAX traces it."""
+
+  @functools.wraps(fn)
+  def wrapper(*args):
+    counter[0] += 1
+    return fn(*args)
+
+  return wrapper
+
+
+def _replicate_host_tree(tree: Any, sharding: NamedSharding) -> Any:
+  """Numpy leaves (equal on every process) -> replicated global ``jax.Array`` leaves."""
+  return jax.tree.map(
+      lambda x: jax.make_array_from_callback(np.shape(x), sharding, lambda idx, x=x: x[idx]),
+      tree)
+
+
+def _strict_merge(loaded: dict[str, Any], initial: dict[str, Any], what: str) -> dict[str, Any]:
+  """``loaded`` if it has exactly ``initial``'s keys and shapes, else a loud error."""
+  flat_l = {jax.tree_util.keystr(k): v for k, v in jax.tree_util.tree_leaves_with_path(loaded)}
+  flat_i = {jax.tree_util.keystr(k): v for k, v in jax.tree_util.tree_leaves_with_path(initial)}
+  missing = sorted(set(flat_i) - set(flat_l))
+  unexpected = sorted(set(flat_l) - set(flat_i))
+  shapes = [f"{k}: {np.shape(flat_l[k])} vs model {np.shape(flat_i[k])}"
+            for k in sorted(set(flat_l) & set(flat_i))
+            if tuple(np.shape(flat_l[k])) != tuple(np.shape(flat_i[k]))]
+  if missing or unexpected or shapes:
+    raise ValueError(f"{what} does not match the model.\n  missing: {missing}\n"
+                     f"  unexpected: {unexpected}\n  shape mismatches: {shapes}")
+  return jax.tree.map(lambda v, i: np.asarray(v, dtype=i.dtype), loaded, initial)
+
+
+def _initial_state(run: _Run, variant: str, pipeline: models.Pipeline, tx, rng: jax.Array,
+                   state_sharding, finished: dict[str, TrainState]) -> TrainState:
+  """The variant's state at step 0 (fresh, pretrained, or from an earlier variant).
+
+  One jitted function builds it, so that the result owns fresh buffers (it is
+  donated to the update step; an earlier variant's state must survive).
+  """
+  config, stage = run.config, run.config[variant]
+  images = jax.ShapeDtypeStruct((config.batch_size, *run.train_ds.image_shape), jnp.float32)
+
+  def build(rng, predictor):
+    state = init_state(pipeline, tx, rng, jnp.zeros(images.shape, images.dtype))
+    if predictor is None:
+      return state
+    predictor = jax.tree.map(jnp.copy, predictor)
+    return state.replace(
+        params={**state.params, "predictor": predictor["params"]},
+        batch_stats={**state.batch_stats, "predictor": predictor["batch_stats"]})
+
+  predictor = None
+  if stage.init != "pretrained":
+    source = finished[stage.init]
+    predictor = {"params": source.params["predictor"],
+                 "batch_stats": source.batch_stats["predictor"]}
+  elif config.model.pretrained:
+    abstract = jax.eval_shape(functools.partial(init_state, pipeline, tx), rng, images)
+    # The new head (when the classes differ) is drawn on every host from the same
+    # host-local key.
+    host = models.load_pretrained_predictor(config.model, run.train_ds.num_classes,
+                                            jax.random.key(config.seed + 1))
+    repl = NamedSharding(run.mesh, P())
+    predictor = _replicate_host_tree({
+        "params": _strict_merge(host["params"], abstract.params["predictor"],
+                                f"config.model.pretrained={config.model.pretrained!r} "
+                                "params"),
+        "batch_stats": _strict_merge(host.get("batch_stats", {}),
+                                     abstract.batch_stats["predictor"], "its batch_stats"),
+    }, repl)
+    _log(f"[{variant}] predictor initialised from {config.model.pretrained}")
+  return jax.jit(build, out_shardings=state_sharding)(rng, predictor)
+
+
+def _evaluate(run: _Run, variant: str, pipeline: models.Pipeline, state: TrainState
+              ) -> tuple[dict[str, Any], dict[str, np.ndarray] | None]:
+  """Scores ``state`` on every pose of the eval split; also the canonicalization grid."""
+  mesh = run.mesh
+  repl = NamedSharding(mesh, P())
+  batch_shardings = {"image": input_pipeline.batch_sharding(mesh, 4),
+                     "label": input_pipeline.batch_sharding(mesh, 1),
+                     "mask": input_pipeline.batch_sharding(mesh, 1)}
+  params_sharding = jax.tree.map(lambda _: repl, state.params)
+  stats_sharding = jax.tree.map(lambda _: repl, state.batch_stats)
+  eval_step = jax.jit(evaluate.make_eval_step(pipeline, run.group),
+                      in_shardings=(params_sharding, stats_sharding, batch_shardings),
+                      out_shardings=repl)
+  batches = input_pipeline.global_batches(
+      input_pipeline.eval_iterator(run.eval_ds, run.config), mesh)
+  first: dict[str, jax.Array] = {}
+
+  def outputs():
+    for batch in batches:
+      if not first:
+        first.update(batch)
+      yield eval_step(state.params, state.batch_stats, batch)
+
+  gathered = evaluate.gather_outputs(outputs())
+  results = evaluate.score(gathered, run.group, pipeline.canonicalizer is not None)
+  visuals = None
+  n = min(run.config.num_visualize, run.config.eval_batch_size)
+  if pipeline.canonicalizer is not None and n > 0:
+    visualize = jax.jit(evaluate.make_visualize(pipeline, run.group, n),
+                        in_shardings=(params_sharding, stats_sharding, batch_shardings["image"]),
+                        out_shardings=repl)
+    visuals = jax.device_get(visualize(state.params, state.batch_stats, first["image"]))
+  return results, visuals
+
+
+def _run_variant(run: _Run, variant: str, finished: dict[str, TrainState]) -> _VariantOutcome:
+  """Trains (or resumes, or restores) one variant, then evaluates it."""
+  config, mesh = run.config, run.mesh
+  stage = config[variant]
+  num_steps = int(stage.num_steps)
+
+  # ------------------------------------------------------------------ model
+  pipeline = models.build_pipeline(config, variant, run.train_ds.num_classes, run.mean_std)
+  tx, schedules = make_optimizer(stage)
+
+  # ------------------------------------------------------------------ shard
+  repl = NamedSharding(mesh, P())
+  # Keys as replicated global arrays (made by a jitted function: eager ops cannot
+  # produce arrays that span other processes' devices).
+  init_rng, step_rng = jax.jit(
+      lambda: tuple(jax.random.split(jax.random.fold_in(
+          jax.random.key(config.seed), models.VARIANTS.index(variant)))),
+      out_shardings=(repl, repl))()
+  example = jax.ShapeDtypeStruct((config.batch_size, *run.train_ds.image_shape), jnp.float32)
+  if pipeline.canonicalizer is not None:
+    # canon_jax.nn.steerable_basis (an lru_cache of numpy filter bases) fails when
+    # first called under a trace; computing the bases eagerly once fills its cache.
+    with jax.ensure_compile_time_eval():
+      jax.eval_shape(pipeline.canonicalizer.init, jax.random.key(0), example)
+  abstract = jax.eval_shape(functools.partial(init_state, pipeline, tx), init_rng, example)
+  state_sharding = jax.tree.map(lambda _: repl, abstract)
+  batch_shardings = {"image": input_pipeline.batch_sharding(mesh, 4),
+                     "label": input_pipeline.batch_sharding(mesh, 1),
+                     "mask": input_pipeline.batch_sharding(mesh, 1)}
+  state = _initial_state(run, variant, pipeline, tx, init_rng, state_sharding, finished)
+
+  # ------------------------------------------------------------------ checkpoint
+  manager = checkpointing.make_manager(
+      os.path.join(run.workdir, "checkpoints", variant), config.keep_checkpoints)
+  iterator = input_pipeline.train_iterator(run.train_ds, config)
+  start = 0
+  latest = manager.latest_step()
+  if latest is not None and num_steps > 0:
+    state, data_state = checkpointing.restore(manager, latest, state)
+    iterator.set_state(data_state)
+    start = int(latest)
+    _log(f"[{variant}] resumed from step {start} ({manager.directory})")
+  if start < num_steps:  # lines past the checkpoint will be written again
+    run.writer.truncate(list(config.variants[:config.variants.index(variant)]), variant,
+                        start)
+
+  # ------------------------------------------------------------------ update step
+  traces = [0]
+  train_step = jax.jit(
+      _counted(make_train_step(pipeline, tx, schedules, variant, stage, run.group), traces),
+      in_shardings=(state_sharding, batch_shardings, repl),
+      out_shardings=(state_sharding, repl), donate_argnums=(0,))
+
+  bar = tqdm.tqdm(total=num_steps, initial=start, desc=variant, dynamic_ncols=True,
+                  disable=not (config.progress_bar and run.is_chief) or start >= num_steps)
+  step = start
+  try:
+    while step < num_steps:
+      batch = input_pipeline.to_global(next(iterator), mesh)
+      state, metrics = train_step(state, batch, step_rng)
+      metrics = jax.device_get(metrics)  # host sync every step
+      step += 1
+      if not np.isfinite(metrics["loss"]):
+        raise FloatingPointError(f"[{variant}] loss is {metrics['loss']} at step {step}; "
+                                 "lower the learning rates.")
+      bar.update(1)
+      bar.set_postfix(loss=f"{metrics['loss']:.3f}", acc=f"{metrics['accuracy']:.3f}",
+                      refresh=False)
+      if step % config.log_every_steps == 0 or step == num_steps:
+        # This step's values, not a window mean: a resumed run logs the same lines.
+        run.writer.write_step(variant, step, {k: float(v) for k, v in metrics.items()})
+      preempted = run.flag.any_set()
+      if step % config.checkpoint_every_steps == 0 or step == num_steps or preempted:
+        checkpointing.save(manager, step, state, iterator.get_state())
+      if preempted and step < num_steps:
+        _log(f"[{variant}] signal {run.flag.signum}: checkpoint saved at step {step}; "
+             f"run again with the same workdir to resume.")
+        return _VariantOutcome(state, None, traces[0], interrupted_at=step)
+  finally:
+    bar.close()
+    manager.close()
+
+  # ------------------------------------------------------------------ evals
+  t0 = time.time()
+  results, visuals = _evaluate(run, variant, pipeline, state)
+  results["step"] = num_steps
+  run.writer.write_eval(variant, num_steps, results)
+  if run.is_chief:
+    report.write_json(os.path.join(run.workdir, "results", f"{variant}.json"), results)
+  _log(f"[{variant}] {config.group}-averaged accuracy "
+       f"{100 * results['g_averaged_accuracy']:.2f}%, upright {100 * results['accuracy']:.2f}% "
+       f"(eval {time.time() - t0:.1f}s)")
+  return _VariantOutcome(state, results, traces[0], visuals=visuals)
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+  """Trains and evaluates the config's variants; writes the reports into ``workdir``.
+
+  Args:
+    config: a training config (``train/configs/*.py``); validated before anything
+      is read or compiled.
+    workdir: output directory (created); reusing it resumes an interrupted run.
+
+  Returns:
+    ``{'results': {variant: metrics}, 'states': {variant: final TrainState},
+    'train_step_traces': {variant: number of traces of its update step},
+    'interrupted': signal number or None, 'eval': the eval.json object (None when
+    interrupted)}``.
+  """
+  # ------------------------------------------------------------------ mesh
+  validate_config(config, jax.device_count(), jax.process_count())
+  mesh = jax.make_mesh((jax.device_count(),), ("data",),
+                       axis_types=(jax.sharding.AxisType.Auto,))
+  workdir = os.path.abspath(workdir)
+  is_chief = jax.process_index() == 0
+  if is_chief:
+    os.makedirs(os.path.join(workdir, "results"), exist_ok=True)
+    with open(os.path.join(workdir, "config.json"), "w") as f:
+      f.write(config.to_json_best_effort(indent=2))
+  _log(f"{jax.process_count()} process(es), {jax.device_count()} device(s) "
+       f"({jax.devices()[0].platform}); workdir {workdir}")
+
+  # ------------------------------------------------------------------ input
+  train_ds, eval_ds = input_pipeline.get_datasets(config)
+  _log(f"data: {config.data.name} {len(train_ds)} train / {len(eval_ds)} eval examples "
+       f"of {train_ds.image_shape}, {train_ds.num_classes} classes")
+
+  writer = report.MetricWriter(workdir, enabled=is_chief)
+  finished: dict[str, TrainState] = {}
+  results: dict[str, dict[str, Any]] = {}
+  traces: dict[str, int] = {}
+  visuals = None
+  with checkpointing.PreemptionFlag() as flag:
+    run = _Run(config=config, workdir=workdir, mesh=mesh,
+               group=canon_jax.from_name(config.group), train_ds=train_ds, eval_ds=eval_ds,
+               mean_std=models.normalization(config.model), writer=writer, flag=flag,
+               is_chief=is_chief)
+    try:
+      for variant in config.variants:
+        outcome = _run_variant(run, variant, finished)
+        traces[variant] = outcome.traces
+        finished[variant] = outcome.state
+        if outcome.interrupted_at is not None:
+          return {"results": results, "states": finished, "train_step_traces": traces,
+                  "interrupted": flag.signum, "eval": None}
+        results[variant] = outcome.results
+        if outcome.visuals is not None:
+          visuals = outcome.visuals
+    finally:
+      writer.close()
+
+  # ------------------------------------------------------------------ report
+  summary = report.eval_summary(results, config.variants[-1])
+  if is_chief:
+    report.write_json(os.path.join(workdir, "eval.json"), summary)
+    report.plot_per_element_accuracy(results, run.group,
+                                     os.path.join(workdir, "per_element_accuracy.png"))
+    if visuals is not None:
+      report.plot_canonicalization(visuals["inputs"], visuals["canonical"],
+                                   visuals["elements"], run.group,
+                                   os.path.join(workdir, "canonicalization.png"))
+    print("\n" + report.format_table(results, run.group.name), flush=True)
+    print(f"\nwrote {os.path.join(workdir, 'eval.json')}", flush=True)
+  return {"results": results, "states": finished, "train_step_traces": traces,
+          "interrupted": None, "eval": summary}
