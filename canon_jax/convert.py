@@ -377,6 +377,14 @@ class PretrainedMetadata:
 def save_pretrained(directory: str, variables: Mapping[str, Any], metadata: PretrainedMetadata,
                     overwrite: bool = False) -> None:
   """Writes ``variables`` (orbax) and ``metadata`` (JSON) into ``directory``."""
+  write_checkpoint(directory, variables, {"format": _FORMAT, **dataclasses.asdict(metadata)},
+                   overwrite)
+
+
+def write_checkpoint(directory: str, variables: Mapping[str, Any], metadata: dict[str, Any],
+                     overwrite: bool = False) -> None:
+  """Writes ``variables`` (orbax, ``VARIABLES_DIR``) and a metadata dict (JSON,
+  ``METADATA_FILE``) into ``directory``, which must be empty unless ``overwrite``."""
   directory = os.path.abspath(directory)
   if os.path.exists(directory) and os.listdir(directory):
     if not overwrite:
@@ -387,19 +395,25 @@ def save_pretrained(directory: str, variables: Mapping[str, Any], metadata: Pret
   with ocp.StandardCheckpointer() as checkpointer:
     checkpointer.save(os.path.join(directory, VARIABLES_DIR), jax.tree.map(jnp.asarray, variables))
   with open(os.path.join(directory, METADATA_FILE), "w") as f:
-    json.dump({"format": _FORMAT, **dataclasses.asdict(metadata)}, f, indent=2)
+    json.dump(metadata, f, indent=2)
+
+
+def read_checkpoint_metadata(directory: str, fmt: str, what: str = "a converted checkpoint"
+                             ) -> dict[str, Any]:
+  """Reads ``directory/METADATA_FILE``, checks its ``format`` is ``fmt``, returns the rest."""
+  path = os.path.join(directory, METADATA_FILE)
+  if not os.path.isfile(path):
+    raise ValueError(f"directory must hold {what} with {METADATA_FILE}, got {directory!r}")
+  with open(path) as f:
+    data = json.load(f)
+  if data.pop("format", None) != fmt:
+    raise ValueError(f"{path} must have format {fmt!r}")
+  return data
 
 
 def read_metadata(directory: str) -> PretrainedMetadata:
   """Reads ``directory/metadata.json`` of a checkpoint written by :func:`save_pretrained`."""
-  path = os.path.join(directory, METADATA_FILE)
-  if not os.path.isfile(path):
-    raise ValueError(f"directory must hold a converted checkpoint with {METADATA_FILE}, "
-                     f"got {directory!r}")
-  with open(path) as f:
-    data = json.load(f)
-  if data.pop("format", None) != _FORMAT:
-    raise ValueError(f"{path} must have format {_FORMAT!r}")
+  data = read_checkpoint_metadata(directory, _FORMAT)
   for key in ("mean", "std", "value_range"):
     data[key] = tuple(data[key])
   return PretrainedMetadata(**data)

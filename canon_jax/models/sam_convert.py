@@ -28,7 +28,6 @@ import argparse
 import dataclasses
 import json
 import os
-import shutil
 import sys
 from typing import Any, Mapping, Sequence
 
@@ -50,8 +49,8 @@ OFFICIAL_WEIGHTS = {
 }
 """Variant -> URL of Meta's released SAM checkpoint (a plain state dict)."""
 
-METADATA_FILE = "metadata.json"
-VARIABLES_DIR = "variables"
+METADATA_FILE = convert.METADATA_FILE
+VARIABLES_DIR = convert.VARIABLES_DIR
 _FORMAT = "canon_jax.sam.v1"
 
 _EMBEDDING = {"weight": _to("params", "")}  # the leaf is named by the rule's template
@@ -151,30 +150,13 @@ class SamMetadata:
 def save_sam(directory: str, variables: Mapping[str, Any], metadata: SamMetadata,
              overwrite: bool = False) -> None:
   """Writes ``variables`` (orbax) and ``metadata`` (JSON) into ``directory``."""
-  directory = os.path.abspath(directory)
-  if os.path.exists(directory) and os.listdir(directory):
-    if not overwrite:
-      raise ValueError(f"directory must be empty or absent (or pass overwrite=True), got "
-                       f"existing {directory!r}")
-    shutil.rmtree(directory)
-  os.makedirs(directory, exist_ok=True)
-  with ocp.StandardCheckpointer() as checkpointer:
-    checkpointer.save(os.path.join(directory, VARIABLES_DIR),
-                      jax.tree.map(jnp.asarray, variables))
-  with open(os.path.join(directory, METADATA_FILE), "w") as f:
-    json.dump({"format": _FORMAT, **dataclasses.asdict(metadata)}, f, indent=2)
+  convert.write_checkpoint(directory, variables,
+                           {"format": _FORMAT, **dataclasses.asdict(metadata)}, overwrite)
 
 
 def read_sam_metadata(directory: str) -> SamMetadata:
   """Reads ``directory/metadata.json`` written by :func:`save_sam`."""
-  path = os.path.join(directory, METADATA_FILE)
-  if not os.path.isfile(path):
-    raise ValueError(f"directory must hold a converted SAM checkpoint with "
-                     f"{METADATA_FILE}, got {directory!r}")
-  with open(path) as f:
-    data = json.load(f)
-  if data.pop("format", None) != _FORMAT:
-    raise ValueError(f"{path} must have format {_FORMAT!r}")
+  data = convert.read_checkpoint_metadata(directory, _FORMAT, "a converted SAM checkpoint")
   return SamMetadata(**{**data, "pixel_mean": tuple(data["pixel_mean"]),
                         "pixel_std": tuple(data["pixel_std"])})
 
