@@ -21,14 +21,6 @@ VARIANTS = ("vanilla", "augmentation", "canonicalized")
 
 
 @pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-  from canon_jax import data
-  path = str(tmp_path_factory.getbasetemp() / "tfds")
-  data.prepare_digits(32, data_dir=path)
-  return path
-
-
-@pytest.fixture(scope="module")
 def reference(data_dir, tmp_path_factory):
   """An uninterrupted tiny digits run, in this process."""
   config = tiny_digits.get_config()

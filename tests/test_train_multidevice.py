@@ -43,14 +43,6 @@ def _config(data_dir):
 
 
 @pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-  from canon_jax import data
-  path = str(tmp_path_factory.getbasetemp() / "tfds")
-  data.prepare_digits(32, data_dir=path)
-  return path
-
-
-@pytest.fixture(scope="module")
 def reference(data_dir, tmp_path_factory):
   """The 1-device, 1-process run (in this process)."""
   from train import train_and_evaluate
