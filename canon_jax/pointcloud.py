@@ -28,7 +28,6 @@ import jax
 import jax.numpy as jnp
 
 from canon_jax import _checks
-from canon_jax.nn.e3nn_net import E3nnVectorNet
 from canon_jax.nn.vector_neurons import VNVectorNet
 
 _NETWORKS = ("e3nn", "vn")
@@ -232,6 +231,8 @@ class PointCloudCanonicalizer(nn.Module):
 
     num_vectors = 2 if self.group == "SO3" else 3
     if self.network == "e3nn":
+      # Imported here: e3nn-jax (and scipy.signal) take ~2 s to import.
+      from canon_jax.nn.e3nn_net import E3nnVectorNet  # pylint: disable=import-outside-toplevel
       net = E3nnVectorNet(num_vectors=num_vectors, num_layers=self.num_layers,
                           channels=self.channels or 16, name="net")
       vectors = net(scaled, neighbors)
