@@ -6,6 +6,7 @@ device: no JAX computation runs (and so nothing compiles) before it passes.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 
 import ml_collections
@@ -78,6 +79,31 @@ def _check_stage(config: ml_collections.ConfigDict, variant: str, earlier: list[
           "predictor)", stage.augment)
 
 
+POINT_DATASETS = ("canon_shapes", "modelnet40_hdf5")
+"""Dataset names ``canon_jax.data.get_point_cloud_dataset`` knows (with configs)."""
+ROTATION_MODES = ("none", "z", "so3")
+
+
+def _check_points(config: ml_collections.ConfigDict) -> None:
+  """The fields of a point-cloud run (``config.task == 'points'``)."""
+  name = config.data.name
+  if not isinstance(name, str) or name.split("/")[0] not in POINT_DATASETS:
+    _fail("data.name", f"one of {list(POINT_DATASETS)} (e.g. 'canon_shapes/small')", name)
+  for field in ("train_rotation", "test_rotation"):
+    if config.data.get(field) not in ROTATION_MODES:
+      _fail(f"data.{field}", f"one of {list(ROTATION_MODES)}", config.data.get(field))
+  _check_int(config, "data.num_test_poses", 1)
+  if config.model.normalize is not None or config.model.input_size is not None:
+    _fail("model.normalize and model.input_size", "None for point clouds",
+          (config.model.normalize, config.model.input_size))
+  fields = {f.name for f in dataclasses.fields(canon_jax.PointCloudCanonicalizer)} - {
+      "parent", "name"}
+  unknown = sorted(set(config.canonicalizer) - fields)
+  if unknown:
+    _fail("canonicalizer", f"fields of canon_jax.PointCloudCanonicalizer {sorted(fields)}",
+          unknown)
+
+
 def validate_config(config: ml_collections.ConfigDict, device_count: int,
                     process_count: int = 1) -> None:
   """Raises ``ValueError`` on a config the trainer cannot run.
@@ -87,12 +113,18 @@ def validate_config(config: ml_collections.ConfigDict, device_count: int,
     device_count: devices of the mesh (all processes).
     process_count: number of processes.
   """
-  try:
-    canon_jax.from_name(config.group)
-  except (ValueError, TypeError) as e:
-    raise ValueError(f"config.group must name a group such as 'C4', 'C8' or 'D4'; "
-                     f"got {config.group!r} ({e}).") from None
-  _check_dataset(config.data.name)
+  task = config.get("task", "images")
+  if task == "points":
+    _check_points(config)
+  elif task == "images":
+    try:
+      canon_jax.from_name(config.group)
+    except (ValueError, TypeError) as e:
+      raise ValueError(f"config.group must name a group such as 'C4', 'C8' or 'D4'; "
+                       f"got {config.group!r} ({e}).") from None
+    _check_dataset(config.data.name)
+  else:
+    _fail("task", "'images' or 'points'", task)
   if config.model.name not in model_names():
     _fail("model.name", f"one of {model_names()}", config.model.name)
   if config.model.pretrained and not os.path.isdir(config.model.pretrained):
@@ -103,7 +135,7 @@ def validate_config(config: ml_collections.ConfigDict, device_count: int,
           config.model.normalize)
   if config.model.input_size is not None:
     _check_int(config, "model.input_size", 1)
-  if config.data.image_size is not None:
+  if config.data.get("image_size") is not None:
     _check_int(config, "data.image_size", 1)
 
   for field in ("batch_size", "eval_batch_size"):

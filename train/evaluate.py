@@ -1,4 +1,5 @@
-"""Evaluation under the group: every test image in all |G| poses.
+"""Evaluation under the group: every test image in all |G| poses (point clouds: in P
+fixed test rotations, :func:`make_point_eval_step`).
 
 For a test batch ``x`` (B images) the eval step builds the |G| copies ``g . x``
 (:func:`canon_jax.all_transforms`: exact for multiples of 90 degrees, bilinear with
@@ -91,24 +92,25 @@ def gather_outputs(outputs: Iterable[EvalOutputs]) -> dict[str, np.ndarray]:
   """Concatenates per-batch eval outputs over the test set (host, numpy).
 
   Args:
-    outputs: :func:`make_eval_step` outputs, one per global batch, fully
-      replicated (readable on every process).
+    outputs: :func:`make_eval_step` (or :func:`make_point_eval_step`) outputs, one
+      per global batch, fully replicated (readable on every process).
 
   Returns:
-    ``predictions`` (|G|, N), ``elements`` (|G|, N), ``labels`` (N,), ``mask`` (N,)
-    with N the padded test-set size.
+    The same keys over the whole (padded) test set: ``label`` (N,) and ``mask``
+    (N,) concatenated on axis 0, every other (pose-major) output, e.g.
+    ``predictions`` (P, N), on axis 1.
   """
-  preds, elements, labels, masks = [], [], [], []
+  parts: dict[str, list[np.ndarray]] = {}
   for out in outputs:
     out = jax.device_get(out)  # host sync after every batch (see the trainer)
-    preds.append(np.asarray(out["predictions"]))
-    elements.append(np.asarray(out["elements"]))
-    labels.append(np.asarray(out["label"]))
-    masks.append(np.asarray(out["mask"]))
-  if not preds:
+    for key, value in out.items():
+      parts.setdefault(key, []).append(np.asarray(value))
+  if not parts:
     raise ValueError("the evaluation split gave no batch; check config.data.eval_split.")
-  return {"predictions": np.concatenate(preds, 1), "elements": np.concatenate(elements, 1),
-          "labels": np.concatenate(labels), "mask": np.concatenate(masks)}
+  gathered = {k: np.concatenate(v, 0 if k in ("label", "mask") else 1)
+              for k, v in parts.items()}
+  gathered["labels"] = gathered.pop("label")
+  return gathered
 
 
 def score(gathered: dict[str, np.ndarray], group: canon_jax.DiscreteGroup,
@@ -142,4 +144,81 @@ def score(gathered: dict[str, np.ndarray], group: canon_jax.DiscreteGroup,
           "histogram": [float(h) for h in align["histogram"]]},
       "canonicalizer_equivariance_rate": equivariance,
       "num_examples": int(np.sum(gathered["mask"])),
+  }
+
+
+def make_point_eval_step(pipeline: Pipeline, rotations: np.ndarray
+                         ) -> Callable[[dict, dict, dict], EvalOutputs]:
+  """The point-cloud ``eval_step(params, batch_stats, batch) -> outputs`` (pure; jit it).
+
+  Args:
+    pipeline: the variant's models (canonicalizer optional).
+    rotations: (P, 3, 3) test poses Q_p, ``rotations[0]`` the identity.
+
+  ``batch``: ``points`` (B, N, 3), ``label`` (B,), ``mask`` (B,). Outputs:
+  ``predictions`` (P, B) int32, classes of the clouds ``points @ Q_p^T``; with a
+  canonicalizer, ``identity_angle`` (1, B): geodesic angle (degrees) of the frame
+  R(x) predicted for the clouds as they are, and ``equivariance_angle`` (P, B):
+  angle between R(x Q_p^T) and Q_p R(x) (0 for an exactly equivariant
+  canonicalizer); and ``label``, ``mask``.
+  """
+  from train.tasks import geodesic_angle_deg  # pylint: disable=import-outside-toplevel
+  q = jnp.asarray(rotations, jnp.float32)
+  num_poses = q.shape[0]
+
+  def eval_step(params, batch_stats, batch):
+    points = batch["points"]
+    b = points.shape[0]
+    copies = jnp.einsum("bnj,pij->pbni", points, q.astype(points.dtype))
+    flat = copies.reshape((num_poses * b,) + points.shape[1:])
+    logits, result, _ = pipeline.apply(params, batch_stats, flat, train=False)
+    out = {"predictions": jnp.argmax(logits, -1).astype(jnp.int32).reshape(num_poses, b),
+           "label": batch["label"], "mask": batch["mask"]}
+    if result is not None:
+      frames = result.rotation.reshape(num_poses, b, 3, 3)
+      expected = jnp.einsum("pij,bjk->pbik", q, frames[0])
+      out["identity_angle"] = geodesic_angle_deg(frames[:1])
+      out["equivariance_angle"] = geodesic_angle_deg(
+          jnp.einsum("pbji,pbjk->pbik", expected, frames))
+    return out
+
+  return eval_step
+
+
+def score_points(gathered: dict[str, np.ndarray], has_canonicalizer: bool
+                 ) -> dict[str, Any]:
+  """Metrics of one point-cloud variant from :func:`gather_outputs` (JSON-ready).
+
+  Keys: those of :func:`score` with "element" read as "test pose":
+  ``accuracy`` (pose 0, the clouds as they are), ``per_element_accuracy`` (P,),
+  ``g_averaged_accuracy`` (their mean), ``invariance_rate``; ``identity_rate``
+  (fraction of clouds whose frame is within 30 degrees of the identity; 1 without
+  canonicalizer); and ``rotated_accuracy`` (mean over the poses 1..P-1 only),
+  ``mean_identity_angle_deg`` and ``max_equivariance_angle_deg`` (the largest
+  angle between R(x Q^T) and Q R(x) over the test set; ``None`` without
+  canonicalizer), ``num_examples``.
+  """
+  from train.tasks import IDENTITY_TOLERANCE_DEG  # pylint: disable=import-outside-toplevel
+  preds = jnp.asarray(gathered["predictions"])
+  labels = jnp.asarray(gathered["labels"])
+  mask_np = np.asarray(gathered["mask"], np.float32)
+  mask = jnp.asarray(mask_np)
+  per = np.asarray(canon_jax.per_element_accuracy(preds, labels, mask))
+  real = mask_np > 0
+  identity_rate, mean_angle, max_equivariance = 1.0, None, None
+  if has_canonicalizer:
+    angle = np.asarray(gathered["identity_angle"])[0][real]
+    identity_rate = float(np.mean(angle < IDENTITY_TOLERANCE_DEG))
+    mean_angle = float(np.mean(angle))
+    max_equivariance = float(np.max(np.asarray(gathered["equivariance_angle"])[:, real]))
+  return {
+      "accuracy": float(per[0]),
+      "g_averaged_accuracy": float(np.mean(per)),
+      "per_element_accuracy": [float(a) for a in per],
+      "rotated_accuracy": float(np.mean(per[1:])) if len(per) > 1 else float(per[0]),
+      "identity_rate": identity_rate,
+      "invariance_rate": float(canon_jax.invariance_rate(preds, mask)),
+      "mean_identity_angle_deg": mean_angle,
+      "max_equivariance_angle_deg": max_equivariance,
+      "num_examples": int(np.sum(real)),
   }

@@ -135,18 +135,23 @@ def _pyplot():
 
 
 def plot_per_element_accuracy(results: Mapping[str, Mapping[str, Any]],
-                              group: canon_jax.DiscreteGroup, path: str) -> None:
-  """PNG: accuracy (%) on each group element, one line per variant."""
+                              labels: Sequence[str], xlabel: str, path: str) -> None:
+  """PNG: accuracy (%) at each test pose (group element), one line per variant.
+
+  Args:
+    results: variant -> evaluation (``per_element_accuracy``, ``g_averaged_accuracy``).
+    labels: one tick label per pose (``train.tasks`` ``pose_labels``).
+    xlabel: the x axis' title.
+    path: the PNG to write.
+  """
   plt = _pyplot()
   fig, ax = plt.subplots(figsize=(7, 4))
-  labels = [f"{np.degrees(a):.0f}°" + (" +flip" if f else "")
-            for a, f in zip(group.angles, group.flips)]
-  x = np.arange(group.order)
+  x = np.arange(len(labels))
   for name, r in results.items():
     ax.plot(x, 100 * np.asarray(r["per_element_accuracy"]), marker="o",
             label=f"{name} ({100 * r['g_averaged_accuracy']:.1f} avg)")
   ax.set_xticks(x, labels)
-  ax.set_xlabel(f"{group.name} element applied to the test images")
+  ax.set_xlabel(xlabel)
   ax.set_ylabel("accuracy (%)")
   ax.set_ylim(0, 100)
   ax.grid(alpha=0.3)

@@ -4,7 +4,8 @@
 :func:`make_train_step` for one variant; the trainer jits it once with explicit
 shardings and donates ``state``.
 
-Loss (per batch of B images)::
+Loss (per batch of B images or point clouds; the point-cloud prior is
+``canon_jax.rotation_prior_loss``, see :mod:`train.tasks`)::
 
   task  = mean_b mask_b * CE(predictor(prep(canonical_b)), label_b) / mean_b mask_b
   prior = canon_jax.prior_loss(result.logits)       (canonicalized variant only)
@@ -128,7 +129,8 @@ def _masked_mean(x: jax.Array, mask: jax.Array) -> jax.Array:
 
 def make_train_step(pipeline: Pipeline, tx: optax.GradientTransformation,
                     schedules: dict[str, optax.Schedule], variant: str,
-                    stage: ml_collections.ConfigDict, group: canon_jax.DiscreteGroup
+                    stage: ml_collections.ConfigDict,
+                    task: "tasks.Task | canon_jax.DiscreteGroup"
                     ) -> Callable[[TrainState, Batch, jax.Array], tuple[TrainState, Metrics]]:
   """The update step of one variant.
 
@@ -138,25 +140,33 @@ def make_train_step(pipeline: Pipeline, tx: optax.GradientTransformation,
     variant: "vanilla", "augmentation" or "canonicalized".
     stage: the variant's config (``prior_weight``, ``freeze_predictor``,
       ``augment``).
-    group: the group (augmentation draws its elements).
+    task: a :mod:`train.tasks` task (augmentation, prior, input key); a
+      ``DiscreteGroup`` stands for ``tasks.ImageTask(group)``.
 
   Returns:
-    ``train_step(state, batch, rng) -> (state, metrics)``: ``batch`` holds
-    ``image`` (B, H, W, C) float32, ``label`` (B,) int32 and ``mask`` (B,) float32;
-    ``rng`` is the variant's base key (the step folds in ``state.step``, so a resumed
-    run draws the same numbers). ``metrics`` are float32 scalars: ``loss``,
-    ``task_loss``, ``prior_loss``, ``accuracy`` (on the training batch, after
+    ``train_step(state, batch, rng) -> (state, metrics)``: ``batch`` holds the
+    task's input (``image`` (B, H, W, C) float32 or ``points`` (B, N, 3) float32),
+    ``label`` (B,) int32 and ``mask`` (B,) float32; ``rng`` is the variant's base
+    key (the step folds in ``state.step``, so a resumed run draws the same
+    numbers). ``metrics`` are float32 scalars: ``loss``, ``task_loss``,
+    ``prior_loss``, ``accuracy`` (on the training batch, after
     augmentation/canonicalization), ``identity_rate`` (fraction of the batch the
-    canonicalizer maps to its prior's element: 0, or the applied element when
-    ``stage.augment``; 1 without canonicalizer), ``grad_norm`` and the learning rates
-    of this update, ``lr_canonicalizer`` and ``lr_predictor``.
+    canonicalizer maps to its prior's target: images, the element 0 or the applied
+    element when ``stage.augment``; point clouds, within 30 degrees of the applied
+    rotation; 1 without canonicalizer), ``grad_norm`` and the learning rates of this
+    update, ``lr_canonicalizer`` and ``lr_predictor``.
 
-  With ``stage.augment`` (canonicalized variant), each image is first transformed by
-  a uniformly random element g_b and the identity prior moves with it: the prior of
-  image b is the one-hot of g_b (an equivariant canonicalizer that maps x to the
-  identity maps g . x to g). The predictor then also trains on what it meets at test
-  time, canonical images of rotated inputs (for C8: twice-interpolated ones).
+  Images, with ``stage.augment`` (canonicalized variant): each image is first
+  transformed by a uniformly random element g_b and the identity prior moves with
+  it: the prior of image b is the one-hot of g_b (an equivariant canonicalizer that
+  maps x to the identity maps g . x to g). The predictor then also trains on what it
+  meets at test time, canonical images of rotated inputs (for C8: twice-interpolated
+  ones). Point clouds: every variant's clouds are rotated (see
+  :class:`train.tasks.PointCloudTask`) and the prior always moves with the rotation.
   """
+  from train import tasks  # pylint: disable=import-outside-toplevel
+  if isinstance(task, canon_jax.DiscreteGroup):
+    task = tasks.ImageTask(task)
   prior_weight = float(stage.prior_weight) if variant == "canonicalized" else 0.0
   train_predictor = not (bool(stage.freeze_predictor) or stage.predictor_lr == 0)
   augment = variant == "augmentation" or bool(stage.augment)
@@ -165,28 +175,24 @@ def make_train_step(pipeline: Pipeline, tx: optax.GradientTransformation,
                  ) -> tuple[TrainState, Metrics]:
     rng = jax.random.fold_in(rng, state.step)
     aug_rng, dropout_rng = jax.random.split(rng)
-    images, labels, mask = batch["image"], batch["label"], batch["mask"]
-    elements = jnp.zeros(labels.shape, jnp.int32)
-    if augment:
-      elements = jax.random.randint(aug_rng, labels.shape, 0, group.order)
-      images = canon_jax.transform_images(images, group, elements)
+    labels, mask = batch["label"], batch["mask"]
+    inputs, target = task.train_inputs(aug_rng, batch[task.input_key], variant, augment)
 
     def loss_fn(params):
       logits, result, new_stats = pipeline.apply(
-          params, state.batch_stats, images, train=True,
+          params, state.batch_stats, inputs, train=True,
           train_predictor=train_predictor, rng=dropout_rng)
-      task = _masked_mean(
+      task_loss = _masked_mean(
           optax.softmax_cross_entropy_with_integer_labels(logits, labels), mask)
       if result is not None:
-        prior = canon_jax.prior_loss(
-            result.logits, jax.nn.one_hot(elements, group.order) if augment else None)
-        identity = _masked_mean((result.element == elements).astype(jnp.float32), mask)
+        prior, hits = task.prior(result, target, augment)
+        identity = _masked_mean(hits, mask)
       else:
         prior = jnp.zeros((), jnp.float32)
         identity = jnp.ones((), jnp.float32)
-      loss = task + prior_weight * prior
+      loss = task_loss + prior_weight * prior
       accuracy = _masked_mean((jnp.argmax(logits, -1) == labels).astype(jnp.float32), mask)
-      aux = {"task_loss": task, "prior_loss": prior, "accuracy": accuracy,
+      aux = {"task_loss": task_loss, "prior_loss": prior, "accuracy": accuracy,
              "identity_rate": identity}
       return loss, (new_stats, aux)
 

@@ -5,7 +5,8 @@ A run trains the config's *variants* in order (``config.variants``, a subset of
 pretrained checkpoint or from an earlier variant's final weights
 (``config.<variant>.init``), evaluates each on every pose of the test set
 (:mod:`train.evaluate`), and reports the last variant with the others as baselines
-(:mod:`train.report`).
+(:mod:`train.report`). Image and point-cloud runs differ only in their task
+(:mod:`train.tasks`, ``config.task``).
 
 Data parallel over all devices of all processes: a 1-D mesh ``('data',)``, global
 batches split over ``'data'``, parameters and optimizer state replicated, one
@@ -36,8 +37,7 @@ import tqdm
 from absl import logging
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-import canon_jax
-from train import checkpointing, evaluate, input_pipeline, models, report
+from train import checkpointing, evaluate, input_pipeline, models, report, tasks
 from train.config_checks import validate_config
 from train.step import TrainState, init_state, make_optimizer, make_train_step
 
@@ -48,7 +48,7 @@ class _Run:
   config: ml_collections.ConfigDict
   workdir: str
   mesh: Mesh
-  group: canon_jax.DiscreteGroup
+  task: tasks.Task
   train_ds: Any
   eval_ds: Any
   mean_std: Any
@@ -105,6 +105,14 @@ def _strict_merge(loaded: dict[str, Any], initial: dict[str, Any], what: str) ->
   return jax.tree.map(lambda v, i: np.asarray(v, dtype=i.dtype), loaded, initial)
 
 
+def _batch_shardings(run: _Run) -> dict[str, NamedSharding]:
+  """Shardings of a global batch: inputs, labels and masks split on ``'data'``."""
+  ndim = 1 + len(run.train_ds.input_shape)
+  return {run.task.input_key: input_pipeline.batch_sharding(run.mesh, ndim),
+          "label": input_pipeline.batch_sharding(run.mesh, 1),
+          "mask": input_pipeline.batch_sharding(run.mesh, 1)}
+
+
 def _initial_state(run: _Run, variant: str, pipeline: models.Pipeline, tx, rng: jax.Array,
                    state_sharding, finished: dict[str, TrainState]) -> TrainState:
   """The variant's state at step 0 (fresh, pretrained, or from an earlier variant).
@@ -113,7 +121,7 @@ def _initial_state(run: _Run, variant: str, pipeline: models.Pipeline, tx, rng: 
   donated to the update step; an earlier variant's state must survive).
   """
   config, stage = run.config, run.config[variant]
-  images = jax.ShapeDtypeStruct((config.batch_size, *run.train_ds.image_shape), jnp.float32)
+  images = jax.ShapeDtypeStruct((config.batch_size, *run.train_ds.input_shape), jnp.float32)
 
   def build(rng, predictor):
     state = init_state(pipeline, tx, rng, jnp.zeros(images.shape, images.dtype))
@@ -152,12 +160,10 @@ def _evaluate(run: _Run, variant: str, pipeline: models.Pipeline, state: TrainSt
   """Scores ``state`` on every pose of the eval split; also the canonicalization grid."""
   mesh = run.mesh
   repl = NamedSharding(mesh, P())
-  batch_shardings = {"image": input_pipeline.batch_sharding(mesh, 4),
-                     "label": input_pipeline.batch_sharding(mesh, 1),
-                     "mask": input_pipeline.batch_sharding(mesh, 1)}
+  batch_shardings = _batch_shardings(run)
   params_sharding = jax.tree.map(lambda _: repl, state.params)
   stats_sharding = jax.tree.map(lambda _: repl, state.batch_stats)
-  eval_step = jax.jit(evaluate.make_eval_step(pipeline, run.group),
+  eval_step = jax.jit(run.task.make_eval_step(pipeline),
                       in_shardings=(params_sharding, stats_sharding, batch_shardings),
                       out_shardings=repl)
   batches = input_pipeline.global_batches(
@@ -171,11 +177,11 @@ def _evaluate(run: _Run, variant: str, pipeline: models.Pipeline, state: TrainSt
       yield eval_step(state.params, state.batch_stats, batch)
 
   gathered = evaluate.gather_outputs(outputs())
-  results = evaluate.score(gathered, run.group, pipeline.canonicalizer is not None)
+  results = run.task.score(gathered, pipeline.canonicalizer is not None)
   visuals = None
   n = min(run.config.num_visualize, run.config.eval_batch_size)
-  if pipeline.canonicalizer is not None and n > 0:
-    visualize = jax.jit(evaluate.make_visualize(pipeline, run.group, n),
+  if run.task.kind == "images" and pipeline.canonicalizer is not None and n > 0:
+    visualize = jax.jit(evaluate.make_visualize(pipeline, run.task.group, n),
                         in_shardings=(params_sharding, stats_sharding, batch_shardings["image"]),
                         out_shardings=repl)
     visuals = jax.device_get(visualize(state.params, state.batch_stats, first["image"]))
@@ -189,7 +195,7 @@ def _run_variant(run: _Run, variant: str, finished: dict[str, TrainState]) -> _V
   num_steps = int(stage.num_steps)
 
   # ------------------------------------------------------------------ model
-  pipeline = models.build_pipeline(config, variant, run.train_ds.num_classes, run.mean_std)
+  pipeline = tasks.build_pipeline(config, variant, run.train_ds.num_classes, run.mean_std)
   tx, schedules = make_optimizer(stage)
 
   # ------------------------------------------------------------------ shard
@@ -200,17 +206,10 @@ def _run_variant(run: _Run, variant: str, finished: dict[str, TrainState]) -> _V
       lambda: tuple(jax.random.split(jax.random.fold_in(
           jax.random.key(config.seed), models.VARIANTS.index(variant)))),
       out_shardings=(repl, repl))()
-  example = jax.ShapeDtypeStruct((config.batch_size, *run.train_ds.image_shape), jnp.float32)
-  if pipeline.canonicalizer is not None:
-    # canon_jax.nn.steerable_basis (an lru_cache of numpy filter bases) fails when
-    # first called under a trace; computing the bases eagerly once fills its cache.
-    with jax.ensure_compile_time_eval():
-      jax.eval_shape(pipeline.canonicalizer.init, jax.random.key(0), example)
+  example = jax.ShapeDtypeStruct((config.batch_size, *run.train_ds.input_shape), jnp.float32)
   abstract = jax.eval_shape(functools.partial(init_state, pipeline, tx), init_rng, example)
   state_sharding = jax.tree.map(lambda _: repl, abstract)
-  batch_shardings = {"image": input_pipeline.batch_sharding(mesh, 4),
-                     "label": input_pipeline.batch_sharding(mesh, 1),
-                     "mask": input_pipeline.batch_sharding(mesh, 1)}
+  batch_shardings = _batch_shardings(run)
   state = _initial_state(run, variant, pipeline, tx, init_rng, state_sharding, finished)
 
   # ------------------------------------------------------------------ checkpoint
@@ -231,7 +230,7 @@ def _run_variant(run: _Run, variant: str, finished: dict[str, TrainState]) -> _V
   # ------------------------------------------------------------------ update step
   traces = [0]
   train_step = jax.jit(
-      _counted(make_train_step(pipeline, tx, schedules, variant, stage, run.group), traces),
+      _counted(make_train_step(pipeline, tx, schedules, variant, stage, run.task), traces),
       in_shardings=(state_sharding, batch_shardings, repl),
       out_shardings=(state_sharding, repl), donate_argnums=(0,))
 
@@ -271,7 +270,7 @@ def _run_variant(run: _Run, variant: str, finished: dict[str, TrainState]) -> _V
   run.writer.write_eval(variant, num_steps, results)
   if run.is_chief:
     report.write_json(os.path.join(run.workdir, "results", f"{variant}.json"), results)
-  _log(f"[{variant}] {config.group}-averaged accuracy "
+  _log(f"[{variant}] {run.task.average_name}-averaged accuracy "
        f"{100 * results['g_averaged_accuracy']:.2f}%, upright {100 * results['accuracy']:.2f}% "
        f"(eval {time.time() - t0:.1f}s)")
   return _VariantOutcome(state, results, traces[0], visuals=visuals)
@@ -305,9 +304,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
        f"({jax.devices()[0].platform}); workdir {workdir}")
 
   # ------------------------------------------------------------------ input
-  train_ds, eval_ds = input_pipeline.get_datasets(config)
+  train_ds, eval_ds = tasks.get_datasets(config)
   _log(f"data: {config.data.name} {len(train_ds)} train / {len(eval_ds)} eval examples "
-       f"of {train_ds.image_shape}, {train_ds.num_classes} classes")
+       f"of {train_ds.input_shape}, {train_ds.num_classes} classes")
 
   writer = report.MetricWriter(workdir, enabled=is_chief)
   finished: dict[str, TrainState] = {}
@@ -316,7 +315,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   visuals = None
   with checkpointing.PreemptionFlag() as flag:
     run = _Run(config=config, workdir=workdir, mesh=mesh,
-               group=canon_jax.from_name(config.group), train_ds=train_ds, eval_ds=eval_ds,
+               task=tasks.get_task(config, train_ds), train_ds=train_ds, eval_ds=eval_ds,
                mean_std=models.normalization(config.model), writer=writer, flag=flag,
                is_chief=is_chief)
     try:
@@ -337,13 +336,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   summary = report.eval_summary(results, config.variants[-1])
   if is_chief:
     report.write_json(os.path.join(workdir, "eval.json"), summary)
-    report.plot_per_element_accuracy(results, run.group,
+    report.plot_per_element_accuracy(results, run.task.pose_labels,
+                                     run.task.pose_axis_label,
                                      os.path.join(workdir, "per_element_accuracy.png"))
     if visuals is not None:
       report.plot_canonicalization(visuals["inputs"], visuals["canonical"],
-                                   visuals["elements"], run.group,
+                                   visuals["elements"], run.task.group,
                                    os.path.join(workdir, "canonicalization.png"))
-    print("\n" + report.format_table(results, run.group.name), flush=True)
+    print("\n" + report.format_table(results, run.task.average_name), flush=True)
     print(f"\nwrote {os.path.join(workdir, 'eval.json')}", flush=True)
   return {"results": results, "states": finished, "train_step_traces": traces,
           "interrupted": None, "eval": summary}

@@ -13,6 +13,7 @@ from canon_jax.data.digits import CanonDigits, DigitsConfig, prepare_digits
 from canon_jax.data.image_ops import resize_image, rotate_image
 from canon_jax.data.modelnet40 import Modelnet40Hdf5
 from canon_jax.data.pipeline import make_batch_dataset, make_iterator
+from canon_jax.data.point_sources import PointCloudDataset, get_point_cloud_dataset
 from canon_jax.data.shapes import (CanonShapes, CanonShapesConfig, make_shapes,
                                    random_rotations, rotate_point_clouds)
 from canon_jax.data.sources import ImageDataset, get_image_dataset
@@ -31,6 +32,8 @@ __all__ = [
     "rotate_point_clouds",
     "DigitsConfig",
     "ImageDataset",
+    "PointCloudDataset",
+    "get_point_cloud_dataset",
     "get_image_dataset",
     "make_batch_dataset",
     "make_iterator",

@@ -294,7 +294,7 @@ class CanonShapes(tfds.core.GeneratorBasedBuilder):
 
   Records: ``points`` (num_points, 3) float32, ``label`` int64 class index.
   Written as array_record (no TensorFlow needed); read with
-  ``tfds.data_source("canon_shapes", data_dir=...)`` (or ``"canon_shapes/tiny"``)
+  ``tfds.data_source("canon_shapes", data_dir=...)`` (or ``"canon_shapes/tiny"``, ``"canon_shapes/small"``)
   after ``CanonShapes(data_dir=...).download_and_prepare()``.
   """
   VERSION = tfds.core.Version("1.0.0")
@@ -303,6 +303,8 @@ class CanonShapes(tfds.core.GeneratorBasedBuilder):
       CanonShapesConfig(name="default", description="1024 points, 200/50 per class"),
       CanonShapesConfig(name="tiny", description="64 points, 4/2 per class (tests)",
                         num_points=64, train_per_class=4, test_per_class=2),
+      CanonShapesConfig(name="small", description="256 points, 100/40 per class (demos)",
+                        num_points=256, train_per_class=100, test_per_class=40),
   ]
 
   def __init__(self, *, file_format="array_record", **kwargs):

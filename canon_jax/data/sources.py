@@ -66,6 +66,12 @@ class ImageDataset:
   image_key: str = "image"
   label_key: str = "label"
   rotation_seed: int | None = None
+  input_key = "image"
+
+  @property
+  def input_shape(self) -> tuple[int, int, int]:
+    """``image_shape`` (the trainer's name for an example's input shape)."""
+    return self.image_shape
 
   def __len__(self) -> int:
     return len(self.records)

@@ -1,0 +1,204 @@
+"""What an image run and a point-cloud run do differently.
+
+The trainer (:mod:`train.trainer`) runs both the same way: variants in order,
+sharded jitted update steps, checkpoints, resume, evaluation on a fixed set of test
+*poses*, reports. A task supplies the parts that depend on the data
+(``config.task``):
+
+* ``"images"`` (:class:`ImageTask`, the default): (B, H, W, C) images under a
+  discrete group G (``config.group``). Poses: the |G| elements. Augmentation:
+  a uniformly random element per image. Prior: ``canon_jax.prior_loss`` towards
+  the identity (or towards the applied element, see :mod:`train.step`).
+* ``"points"`` (:class:`PointCloudTask`): (B, N, 3) clouds (rows x, y, z) under
+  3D rotations, a :class:`canon_jax.PointCloudCanonicalizer` in front of a
+  point-cloud classifier. Training clouds are rotated by
+  ``config.data.train_rotation`` ("none", "z" about the dataset's vertical axis,
+  or "so3"); the ``augmentation`` variant always trains on "so3" rotations (the
+  SO(3)/SO(3) baseline). Poses: ``config.data.num_test_poses`` fixed rotations,
+  pose 0 the identity and the others drawn once from ``config.data.test_rotation``
+  with the run's seed. Prior: ``canon_jax.rotation_prior_loss`` of
+  ``Q^T R(x Q^T)``, i.e. mean (R - Q)^2 with Q the applied rotation: an
+  equivariant canonicalizer with ``R(x) = I`` on upright clouds has
+  ``R(x Q^T) = Q``, so the prior moves with the augmentation.
+
+Both tasks' evaluations have the keys of :data:`train.report.EVAL_KEYS`, with
+"element" read as "pose" for point clouds (``per_element_accuracy`` is the accuracy
+at each test pose, ``g_averaged_accuracy`` their mean, the identity included, as
+for images).
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+import canon_jax
+from canon_jax import data as canon_data
+from train import evaluate, input_pipeline, models
+
+TASKS = ("images", "points")
+ROTATION_MODES = ("none", "z", "so3")
+IDENTITY_TOLERANCE_DEG = 30.0
+"""A point-cloud frame counts as the identity within this geodesic angle."""
+
+
+def task_name(config: ml_collections.ConfigDict) -> str:
+  """``config.task``, "images" when the config has no such field."""
+  return config.get("task", "images")
+
+
+def geodesic_angle_deg(rotation: jax.Array) -> jax.Array:
+  """Rotation angle (degrees, in [0, 180]) of (..., 3, 3) rotation matrices."""
+  cos = (jnp.trace(rotation, axis1=-2, axis2=-1) - 1.0) / 2.0
+  return jnp.degrees(jnp.arccos(jnp.clip(cos, -1.0, 1.0)))
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageTask:
+  """Images under a discrete group (see the module docstring)."""
+  group: canon_jax.DiscreteGroup
+  kind = "images"
+  input_key = "image"
+
+  @property
+  def average_name(self) -> str:
+    return self.group.name
+
+  @property
+  def pose_labels(self) -> list[str]:
+    return [f"{np.degrees(a):.0f}°" + (" +flip" if f else "")
+            for a, f in zip(self.group.angles, self.group.flips)]
+
+  @property
+  def pose_axis_label(self) -> str:
+    return f"{self.group.name} element applied to the test images"
+
+  def train_inputs(self, rng: jax.Array, images: jax.Array, variant: str, augment: bool
+                   ) -> tuple[jax.Array, jax.Array]:
+    """``(g_b . images_b, g_b)`` with g_b uniform when ``augment``, else the identity."""
+    del variant  # the step decides ``augment`` from the variant and its stage
+    b = images.shape[0]
+    if not augment:
+      return images, jnp.zeros((b,), jnp.int32)
+    elements = jax.random.randint(rng, (b,), 0, self.group.order)
+    return canon_jax.transform_images(images, self.group, elements), elements
+
+  def prior(self, result: canon_jax.CanonicalizationResult, target: jax.Array,
+            augment: bool) -> tuple[jax.Array, jax.Array]:
+    """``(prior loss, (B,) 1.0 where the predicted element is the target)``."""
+    prior = canon_jax.prior_loss(
+        result.logits, jax.nn.one_hot(target, self.group.order) if augment else None)
+    return prior, (result.element == target).astype(jnp.float32)
+
+  def make_eval_step(self, pipeline: models.Pipeline) -> Callable:
+    return evaluate.make_eval_step(pipeline, self.group)
+
+  def score(self, gathered: dict[str, np.ndarray], has_canonicalizer: bool
+            ) -> dict[str, Any]:
+    return evaluate.score(gathered, self.group, has_canonicalizer)
+
+
+@dataclasses.dataclass(frozen=True)
+class PointCloudTask:
+  """Point clouds under 3D rotations (see the module docstring).
+
+  Attributes:
+    train_rotation: "none", "z" or "so3": poses of the training clouds (vanilla
+      and canonicalized variants; the augmentation variant uses "so3").
+    test_rotation: "none", "z" or "so3": distribution of the test poses.
+    num_test_poses: P, the identity and P - 1 random rotations.
+    up_axis: the dataset's vertical axis (for "z").
+    seed: draws the test poses.
+  """
+  train_rotation: str
+  test_rotation: str
+  num_test_poses: int
+  up_axis: int
+  seed: int
+  kind = "points"
+  input_key = "points"
+
+  @property
+  def average_name(self) -> str:
+    return {"so3": "SO3", "z": "z-rot", "none": "upright"}[self.test_rotation]
+
+  @property
+  def pose_labels(self) -> list[str]:
+    return ["I"] + [f"Q{p}" for p in range(1, self.num_test_poses)]
+
+  @property
+  def pose_axis_label(self) -> str:
+    return (f"test pose (I, then random {self.test_rotation} rotations of the "
+            "test clouds)")
+
+  def test_rotations(self) -> np.ndarray:
+    """(P, 3, 3): the identity, then P - 1 rotations of ``test_rotation``."""
+    rest = canon_data.random_rotations(
+        jax.random.key(self.seed + 7919), self.num_test_poses - 1, self.test_rotation,
+        self.up_axis)
+    return np.concatenate([np.eye(3, dtype=np.float32)[None],
+                           np.asarray(rest, np.float32)])
+
+  def train_mode(self, variant: str) -> str:
+    return "so3" if variant == "augmentation" else self.train_rotation
+
+  def train_inputs(self, rng: jax.Array, points: jax.Array, variant: str, augment: bool
+                   ) -> tuple[jax.Array, jax.Array]:
+    """``(points_b Q_b^T, Q_b)`` with Q_b drawn from :meth:`train_mode` (every variant)."""
+    del augment
+    q = canon_data.random_rotations(rng, points.shape[0], self.train_mode(variant),
+                                    self.up_axis).astype(points.dtype)
+    return jnp.einsum("bnj,bij->bni", points, q), q
+
+  def prior(self, result: canon_jax.PointCloudCanonicalization, target: jax.Array,
+            augment: bool) -> tuple[jax.Array, jax.Array]:
+    """``(rotation_prior_loss(Q^T R), (B,) 1.0 where Q^T R is within 30° of I)``."""
+    del augment  # the prior always moves with the applied rotation
+    relative = jnp.einsum("bji,bjk->bik", target, result.rotation)
+    hits = geodesic_angle_deg(relative) < IDENTITY_TOLERANCE_DEG
+    return canon_jax.rotation_prior_loss(relative), hits.astype(jnp.float32)
+
+  def make_eval_step(self, pipeline: models.Pipeline) -> Callable:
+    return evaluate.make_point_eval_step(pipeline, self.test_rotations())
+
+  def score(self, gathered: dict[str, np.ndarray], has_canonicalizer: bool
+            ) -> dict[str, Any]:
+    return evaluate.score_points(gathered, has_canonicalizer)
+
+
+Task = ImageTask | PointCloudTask
+
+
+def get_datasets(config: ml_collections.ConfigDict) -> tuple[Any, Any]:
+  """The training and evaluation splits of ``config.data`` for the config's task."""
+  if task_name(config) == "images":
+    return input_pipeline.get_datasets(config)
+  d = config.data
+  return (canon_data.get_point_cloud_dataset(d.name, d.train_split, data_dir=d.data_dir),
+          canon_data.get_point_cloud_dataset(d.name, d.eval_split, data_dir=d.data_dir))
+
+
+def get_task(config: ml_collections.ConfigDict, train_ds: Any) -> Task:
+  """The config's task (``train_ds`` gives a point-cloud dataset's vertical axis)."""
+  if task_name(config) == "images":
+    return ImageTask(canon_jax.from_name(config.group))
+  d = config.data
+  return PointCloudTask(train_rotation=d.train_rotation, test_rotation=d.test_rotation,
+                        num_test_poses=int(d.num_test_poses), up_axis=train_ds.up_axis,
+                        seed=int(config.seed))
+
+
+def build_pipeline(config: ml_collections.ConfigDict, variant: str, num_classes: int,
+                   mean_std) -> models.Pipeline:
+  """The variant's :class:`train.models.Pipeline` for the config's task."""
+  if task_name(config) == "images":
+    return models.build_pipeline(config, variant, num_classes, mean_std)
+  canonicalizer = None
+  if variant == "canonicalized":
+    canonicalizer = canon_jax.PointCloudCanonicalizer(**config.canonicalizer.to_dict())
+  return models.Pipeline(predictor=models.build_predictor(config.model, num_classes),
+                         canonicalizer=canonicalizer)
