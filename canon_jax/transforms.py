@@ -98,7 +98,7 @@ def _exact(y, k: int, flip: bool, axes: tuple[int, int] = (1, 2)):
 def _spatial_copy(y, group: DiscreteGroup, g: int, method: str):
   """The whole batch transformed by the static element ``g``."""
   k, flip = int(group.rotation_index[g]), bool(group.flips[g])
-  if group.exact_on_grid:
+  if (4 * k) % group.n == 0:  # a multiple of 90 degrees (in any group): exact
     return _exact(y, k * 4 // group.n, flip)
   cos, sin = group.cos_sin()
   b = y.shape[0]

@@ -47,6 +47,22 @@ def test_c8_steerable_layers_exact_at_90_degrees_close_at_45():
   assert rel < 0.1, float(rel)
 
 
+@pytest.mark.parametrize("name", ["C8", "D4"])
+def test_steerable_lift_basis_first_equals_the_expanded_kernel(name):
+  # features=8: LiftingConv correlates with the basis first, then mixes (fewer FLOPs).
+  g = cj.from_name(name)
+  x = jax.random.normal(KEY, (2, 13, 13, 3))
+  lift = cnn.LiftingConv(g, features=8, kernel_size=5, basis="steerable")
+  v = lift.init(KEY, x)
+  a = v["params"]["filters"]["coefficients"]                       # (nb, in, out)
+  copies = jnp.tensordot(jnp.asarray(cnn.steerable_basis(g, 5)), a, axes=(-1, 0))
+  want = jnp.stack([
+      jax.lax.conv_general_dilated(x, copies[h], (1, 1), "SAME",
+                                   dimension_numbers=("NHWC", "HWIO", "NHWC"))
+      for h in range(g.order)], axis=-1) + v["params"]["bias"][:, None]
+  np.testing.assert_allclose(lift.apply(v, x), want, atol=2e-5, rtol=1e-5)
+
+
 def test_steerable_basis_keeps_rotated_filters_strong():
   # The reference rotates 5x5 pixel filters bilinearly and loses ~39% of their L2
   # norm at 45 degrees. Evaluating the basis at rotated coordinates does not.

@@ -62,6 +62,9 @@ def test_interpolated_rotations_agree_with_exact_ones(x):
                                 cj.transform_images(x, "C4", elements(1, 2)))
   np.testing.assert_array_equal(cj.rotate_images(x, jnp.full((2,), -jnp.pi)),
                                 cj.transform_images(x, "C4", elements(2, 2)))
+  # all_transforms copies the 90-degree elements of C8/D8 with rot90 (no gathers).
+  np.testing.assert_array_equal(cj.all_transforms(x, "C8")[::2], cj.all_transforms(x, "C4"))
+  np.testing.assert_array_equal(cj.all_transforms(x, "D8")[8::2], cj.all_transforms(x, "D4")[4:])
 
 
 def test_c8_action_on_smooth_images_is_close_to_homomorphism():

@@ -137,7 +137,9 @@ class _FilterBank(nn.Module):
   sigma: float = 1.0
 
   @nn.compact
-  def __call__(self):
+  def __call__(self, expand: bool = True):
+    """The copies (|G|, k, k, *shape); with ``expand=False`` and a steerable basis,
+    ``(basis (|G|, k, k, nb), coefficients (nb, *shape))`` instead (not multiplied)."""
     kind = _resolve_basis(self.basis, self.group, self.kernel_size)
     k = self.kernel_size
     if kind == "pixel":
@@ -150,6 +152,8 @@ class _FilterBank(nn.Module):
     # energy of a He-initialised k x k pixel filter.
     coeffs = self.param("coefficients", _he_init(2.0 * k * k / (self.fan_in * nb)),
                         (nb,) + self.shape)
+    if not expand:
+      return basis, coeffs
     return jnp.tensordot(basis, coeffs, axes=(-1, 0))
 
 
@@ -182,12 +186,14 @@ class _GroupFilterLayer(nn.Module):
   num_rings: int = 1
   sigma: float = 1.0
 
-  def _filter_copies(self, group: DiscreteGroup, shape: tuple[int, ...], fan_in: int):
-    """(|G|, k, k, *shape): the filter bank transformed by every element."""
+  def _filter_copies(self, group: DiscreteGroup, shape: tuple[int, ...], fan_in: int,
+                     expand: bool = True):
+    """(|G|, k, k, *shape): the filter bank transformed by every element (see
+    ``_FilterBank`` for ``expand=False``)."""
     _check_kernel(self.kernel_size)
     return _FilterBank(group, self.kernel_size, shape, fan_in=fan_in, basis=self.basis,
                        max_frequency=self.max_frequency, num_rings=self.num_rings,
-                       sigma=self.sigma, name="filters")()
+                       sigma=self.sigma, name="filters")(expand)
 
   def _add_bias(self, y):
     """Adds one bias per output channel, shared over the group axis (equivariant)."""
@@ -201,6 +207,13 @@ class LiftingConv(_GroupFilterLayer):
 
   ``out[..., o, h]`` correlates the image with the base filter transformed by h.
   Stride 1, symmetric 'SAME' padding, odd kernel.
+
+  With a steerable basis of nb functions and ``nb * (k^2 + features) < k^2 *
+  features``, the image is first correlated with the |G| nb fixed basis copies,
+  one input channel at a time, and the coefficients mix the responses after
+  (``out[..., o, h] = sum_{c, j} corr(x_c, h . psi_j) a[j, c, o]``, the same sum
+  in another order): fewer FLOPs, and no filter gradient of a k x k convolution
+  (slow on XLA:CPU; ``train/BENCHMARKS.md``).
   """
 
   @nn.compact
@@ -209,7 +222,22 @@ class LiftingConv(_GroupFilterLayer):
     if x.ndim != 4:
       raise ValueError(f"x must be (B, H, W, C); got shape {x.shape}.")
     c_in, n, k = x.shape[-1], group.order, self.kernel_size
-    copies = self._filter_copies(group, (c_in, self.features), c_in * k * k)
+    bank = self._filter_copies(group, (c_in, self.features), c_in * k * k, expand=False)
+    if isinstance(bank, tuple):
+      basis, coeffs = bank
+      nb = basis.shape[-1]
+      if nb * (k * k + self.features) < k * k * self.features:
+        # (k, k, 1, n * nb) basis filters, repeated for each input channel.
+        filters = jnp.transpose(basis, (1, 2, 0, 3)).reshape(k, k, 1, n * nb)
+        z = jax.lax.conv_general_dilated(
+            x, jnp.tile(filters, (1, 1, 1, c_in)).astype(x.dtype), window_strides=(1, 1),
+            padding="SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"),
+            feature_group_count=c_in)
+        z = z.reshape(x.shape[:3] + (c_in, n, nb))
+        return self._add_bias(jnp.einsum("bxycgj,jco->bxyog", z, coeffs.astype(x.dtype)))
+      copies = jnp.tensordot(basis, coeffs, axes=(-1, 0))
+    else:
+      copies = bank
     kernel = jnp.transpose(copies, (1, 2, 3, 4, 0)).reshape(k, k, c_in, self.features * n)
     y = _conv(x, kernel.astype(x.dtype)).reshape(x.shape[:3] + (self.features, n))
     return self._add_bias(y)
