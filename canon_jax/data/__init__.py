@@ -9,6 +9,7 @@ Typical training input (see :mod:`canon_jax.data.pipeline` for the sharding rule
                             process_count=jax.process_count())
     batch = next(it)  # {'image': f32 (L, H, W, C), 'label': i32 (L,), 'mask': f32 (L,)}
 """
+from canon_jax.data.coco import CocoInstances
 from canon_jax.data.digits import CanonDigits, DigitsConfig, prepare_digits
 from canon_jax.data.image_ops import resize_image, rotate_image
 from canon_jax.data.modelnet40 import Modelnet40Hdf5
@@ -22,6 +23,7 @@ from canon_jax.data.synthetic_instances import (SyntheticInstances,
 
 __all__ = [
     "CanonDigits",
+    "CocoInstances",
     "CanonShapes",
     "CanonShapesConfig",
     "Modelnet40Hdf5",

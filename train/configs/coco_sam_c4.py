@@ -13,36 +13,31 @@ momentum 0.9, weight decay 5e-4, lr 1e-3 (x0.1 after epoch 2), 10 epochs, batch 
 Expected result (paper, as reported; mAP / C4-averaged mAP): SAM 62.34 / 58.78;
 SAM + canonicalizer 62.13 / 62.13. Not reproduced on this project's machines.
 
-Not wired into ``python -m train`` (its trainer is image classification). How it runs:
+Command (trains the canonicalizer, then scores SAM with and without it; see
+:mod:`train.segment`)::
 
-* Prepare, on a machine with network (copy DATA_DIR and the files over afterwards)::
+  python -m train.segment --config train/configs/coco_sam_c4.py --workdir runs/coco \
+    --config.data.data_dir=$DATA \
+    --config.data.val_annotations=$COCO/annotations/instances_val2017.json \
+    --config.data.val_images=$COCO/val2017 --config.predictor.checkpoint=pretrained/sam_vit_h
 
-    tfds.builder("coco/2017", data_dir=DATA_DIR).download_and_prepare(
-        file_format="array_record")          # then tfds.data_source("coco/2017", ...)
-    python -m canon_jax.models.sam_convert --variant vit_h \
-        --weights sam_vit_h_4b8939.pth --out pretrained/sam_vit_h
-    # and annotations/instances_val2017.json from cocodataset.org: TFDS's coco/2017
-    # holds boxes and labels but no instance masks, which mask AP needs.
+Prepare, on a machine with network (then copy DATA and the files over)::
 
-* Training needs no SAM forward pass with ``task_weight == 0``: each step draws
-  ``batch_size`` train images from ``tfds.data_source("coco/2017", split="train",
-  data_dir=DATA_DIR)``, resizes them to ``data.image_size`` (longest side, zero
-  padding; :func:`canon_jax.models.sam.resize_longest_side` on [0, 1] pixels) and
-  minimises ``prior_weight * canon_jax.prior_loss(result.logits)`` with
-  ``result, stats = canon.apply(variables, images, train=True,
-  mutable=["batch_stats"])``, ``canon = segmentation_canonicalizer(**canonicalizer)``.
-  With ``task_weight > 0`` add SAM's mask loss on
-  ``segmentation.segment(sam.box_predictor(module, variables), result, boxes)``
-  (the straight-through weights carry its gradient to the canonicalizer).
-* Evaluation, per val batch of images and ground-truth
-  :class:`~canon_jax.segmentation.Instances` (boxes, masks, labels from the
-  annotation file)::
+  tfds.builder("coco/2017", data_dir=DATA).download_and_prepare(file_format="array_record")
+  python -m canon_jax.models.sam_convert --variant vit_h \
+      --weights sam_vit_h_4b8939.pth --out pretrained/sam_vit_h
+  # and annotations/instances_val2017.json + val2017/ from cocodataset.org: TFDS's
+  # coco/2017 holds boxes and labels but no instance masks, which mask AP needs.
 
-    predict = sam.box_predictor(*sam_convert.load_sam(config.predictor.checkpoint))
-    segment_fn = lambda images, truth: segmentation.as_predictions(
-        segmentation.segment_images(canon, canon_variables, predict, images,
-                                    truth.boxes), truth)
-    coco_eval.group_averaged_map(segment_fn, batches, config.group)
+The whole path also runs here, without downloads, on generated shapes and a random
+test-sized SAM (numbers meaningless, code paths real)::
+
+  python -m train.segment --config train/configs/coco_sam_c4.py --workdir runs/seg \
+    --config.data.name=synthetic_instances --config.data.image_size=64 \
+    --config.predictor.name=sam_tiny_random --config.canonicalizer.features=4 \
+    --config.canonicalizer.kernel_size=3 --config.canonicalizer.num_layers=4 \
+    --config.canonicalizer.resize=32 --config.training.batch_size=8 \
+    --config.training.num_epochs=2 --config.eval.batch_size=8
 
 """
 import ml_collections
@@ -60,6 +55,10 @@ def get_config() -> ml_collections.ConfigDict:
       eval_split="validation",
       image_size=1024,         # SAM's input: longest side resized to this, zero-padded
       val_annotations=ml_collections.config_dict.placeholder(str),  # instances_val2017.json
+      val_images=ml_collections.config_dict.placeholder(str),       # the val2017/ folder
+      max_val_images=ml_collections.config_dict.placeholder(int),   # None: all of them
+      num_train=64,            # "synthetic_instances" only: generated train / val images
+      num_val=16,
   ))
 
   # canon_jax.segmentation.segmentation_canonicalizer(group, **canonicalizer)
@@ -74,7 +73,7 @@ def get_config() -> ml_collections.ConfigDict:
   ))
 
   config.predictor = ml_collections.ConfigDict(dict(
-      name="sam_vit_h",
+      name="sam_vit_h",                   # or "sam_tiny_random" (tests: random weights)
       checkpoint="pretrained/sam_vit_h",  # python -m canon_jax.models.sam_convert --out ...
       multimask_output=False,             # the reference's SAM wrapper
       mask_threshold=0.0,
@@ -96,4 +95,8 @@ def get_config() -> ml_collections.ConfigDict:
       batch_size=12,
       iou_types=("segm", "bbox"),
   ))
+  config.log_every_steps = 10
+  config.checkpoint_every_steps = 200
+  config.keep_checkpoints = 2
+  config.progress_bar = True
   return config

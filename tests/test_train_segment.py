@@ -1,0 +1,187 @@
+"""The segmentation system: COCO annotation reader, prior-only training, SAM scoring."""
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from PIL import Image
+
+from canon_jax import coco_eval, segmentation
+from canon_jax.data import CocoInstances, make_synthetic_instances
+from train import segment
+from train.configs import coco_sam_c4
+from train.step import TrainState
+
+
+@pytest.fixture(scope="module")
+def coco_dir(tmp_path_factory):
+  """Two images and a COCO instances file: a polygon rectangle, an RLE mask, a crowd."""
+  root = tmp_path_factory.mktemp("coco")
+  os.makedirs(root / "images")
+  rng = np.random.default_rng(0)
+  Image.fromarray(rng.integers(0, 255, (40, 80, 3), dtype=np.uint8)).save(
+      root / "images" / "a.png")
+  Image.fromarray(rng.integers(0, 255, (50, 25, 3), dtype=np.uint8)).save(
+      root / "images" / "b.png")
+  from pycocotools import mask as mask_utils
+  rle_mask = np.zeros((50, 25), np.uint8)
+  rle_mask[10:30, 5:15] = 1
+  rle = mask_utils.encode(np.asfortranarray(rle_mask))
+  rle["counts"] = rle["counts"].decode()
+  annotations = {
+      "images": [{"id": 7, "file_name": "a.png", "height": 40, "width": 80},
+                 {"id": 9, "file_name": "b.png", "height": 50, "width": 25}],
+      "categories": [{"id": 3, "name": "thing"}, {"id": 5, "name": "other"}],
+      "annotations": [
+          # Rectangle x in [8, 40), y in [4, 20): polygon and bbox agree.
+          {"id": 1, "image_id": 7, "category_id": 3, "iscrowd": 0, "area": 512.0,
+           "bbox": [8, 4, 32, 16], "segmentation": [[8, 4, 40, 4, 40, 20, 8, 20]]},
+          {"id": 2, "image_id": 7, "category_id": 5, "iscrowd": 1, "area": 10.0,
+           "bbox": [0, 0, 2, 5], "segmentation": [[0, 0, 2, 0, 2, 5, 0, 5]]},
+          {"id": 3, "image_id": 9, "category_id": 5, "iscrowd": 0, "area": 200.0,
+           "bbox": [5, 10, 10, 20], "segmentation": rle},
+      ]}
+  with open(root / "instances.json", "w") as f:
+    json.dump(annotations, f)
+  return str(root)
+
+
+def test_coco_instances_resize_pad_and_keep_masks_and_boxes_aligned(coco_dir):
+  ds = CocoInstances(os.path.join(coco_dir, "instances.json"),
+                     os.path.join(coco_dir, "images"), image_size=40)
+  assert ds.image_ids == [7, 9] and ds.max_instances == 1  # the crowd one is skipped
+  image, inst = ds[0]                     # 40 x 80 -> 20 x 40, padded to 40 x 40
+  assert image.shape == (40, 40, 3) and image.dtype == np.float32
+  assert np.all(image[20:] == 0) and 0 <= image.min() and image.max() <= 1
+  np.testing.assert_allclose(inst.boxes[0], [4, 2, 20, 10])
+  want = np.zeros((40, 40), bool)
+  want[2:10, 4:20] = True
+  np.testing.assert_array_equal(inst.masks[0], want)
+  assert inst.labels[0] == 3 and inst.valid[0]
+  image, inst = ds[1]                     # 50 x 25 -> 40 x 20
+  np.testing.assert_allclose(inst.boxes[0], [4, 8, 12, 24])
+  assert inst.masks[0, 8:24, 4:12].all() and inst.masks[0].sum() == 16 * 8
+  assert np.all(image[:, 20:] == 0)
+
+  # The masks and boxes are consistent: the ground truth scores AP 1 on itself.
+  images, truth = next(ds.batches(2))
+  assert images.shape == (2, 40, 40, 3) and truth.masks.shape == (2, 1, 40, 40)
+  scores = coco_eval.coco_map(truth, truth._replace(scores=np.ones((2, 1))))
+  assert scores["segm/AP"] == pytest.approx(1.0) and scores["bbox/AP"] == pytest.approx(1.0)
+
+
+def test_coco_instances_errors(coco_dir, tmp_path):
+  with pytest.raises(ValueError, match="instances_val2017"):
+    CocoInstances(str(tmp_path / "missing.json"), coco_dir)
+  with pytest.raises(ValueError, match="not a directory"):
+    CocoInstances(os.path.join(coco_dir, "instances.json"), str(tmp_path / "nope"))
+  with pytest.raises(ValueError, match="image_ids not in"):
+    CocoInstances(os.path.join(coco_dir, "instances.json"),
+                  os.path.join(coco_dir, "images"), image_ids=[1])
+
+
+def test_training_order_is_a_permutation_per_epoch():
+  seen = np.concatenate([segment.batch_indices(s, 10, 3, seed=0) for s in range(3)])
+  assert len(set(seen)) == 9 and set(seen) <= set(range(10))   # no repeats in an epoch
+  again = np.concatenate([segment.batch_indices(s, 10, 3, seed=0) for s in range(3)])
+  np.testing.assert_array_equal(seen, again)
+  assert not np.array_equal(segment.batch_indices(3, 10, 3, 0),
+                            segment.batch_indices(0, 10, 3, 0))  # epoch 2 reshuffled
+
+
+def tiny_config():
+  config = coco_sam_c4.get_config()
+  config.data.name = "synthetic_instances"
+  config.data.image_size = 32
+  config.data.num_train = 16
+  config.data.num_val = 6
+  config.predictor.name = "box_fill"
+  config.canonicalizer.update(dict(features=2, kernel_size=3, num_layers=4, resize=16))
+  config.training.update(dict(batch_size=8, num_epochs=2))
+  config.eval.batch_size = 3
+  config.log_every_steps = 1
+  config.checkpoint_every_steps = 2
+  config.progress_bar = False
+  return config
+
+
+def test_prior_only_step_learns_the_identity_on_a_fixed_batch():
+  config = tiny_config()
+  canon = segmentation.segmentation_canonicalizer("C4", **config.canonicalizer.to_dict())
+  images = jnp.asarray(make_synthetic_instances(8, 32, seed=0).images)
+  v = canon.init(jax.random.key(0), images)
+  tx = optax.sgd(0.1, momentum=0.9)
+  state = TrainState(step=jnp.zeros((), jnp.int32), params=v["params"],
+                     batch_stats=v["batch_stats"], opt_state=tx.init(v["params"]))
+  step = jax.jit(segment.make_train_step(canon, tx, 1.0))
+  first = None
+  for _ in range(25):
+    state, metrics = step(state, images)
+    first = first if first is not None else float(metrics["prior_loss"])
+  assert float(metrics["prior_loss"]) < 0.7 * first, (first, float(metrics["prior_loss"]))
+  assert float(metrics["identity_rate"]) > 0.5
+
+
+def test_segment_run_trains_resumes_and_scores(tmp_path):
+  config = tiny_config()
+  outcome = segment.run(config, str(tmp_path))
+  lines = open(tmp_path / "metrics.jsonl").read().splitlines()
+  assert [json.loads(l)["step"] for l in lines] == [1, 2, 3, 4]   # 16 images / 8, 2 epochs
+  result = outcome["eval"]
+  assert set(result) == {"sam", "sam+canonicalizer", "identity_rate"}
+  canon = result["sam+canonicalizer"]
+  assert canon["mAP"] > 0.05 and canon["box_mAP"] == pytest.approx(1.0)
+  # C4, evaluation mode: the masks of a rotated image are the rotated masks, so every
+  # pose scores the same.
+  assert canon["per_element_mAP"] == [canon["mAP"]] * 4
+  assert canon["group_averaged_mAP"] == pytest.approx(canon["mAP"])
+  with open(tmp_path / "eval.json") as f:
+    assert json.load(f)["sam+canonicalizer"]["mAP"] == canon["mAP"]
+
+  again = segment.run(config, str(tmp_path))                     # resumes at the end
+  assert open(tmp_path / "metrics.jsonl").read().splitlines() == lines
+  jax.tree.map(np.testing.assert_array_equal, jax.device_get(again["state"].params),
+               jax.device_get(outcome["state"].params))
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("training.task_weight", 1.0, "config.training.task_weight must be 0"),
+    ("data.name", "lvis", "config.data.name must be"),
+    ("training.batch_size", 12, "divisible by the number of devices"),
+])
+def test_segment_config_errors(field, value, message):
+  config = coco_sam_c4.get_config()
+  config.data.val_annotations, config.data.val_images = "a.json", "val2017"
+  *parents, leaf = field.split(".")
+  node = config
+  for parent in parents:
+    node = node[parent]
+  node[leaf] = value
+  with pytest.raises(ValueError, match=message):
+    segment.validate_config(config, device_count=8)
+
+
+def test_coco_config_needs_the_validation_files():
+  config = coco_sam_c4.get_config()
+  with pytest.raises(ValueError, match="val_annotations"):
+    segment.validate_config(config, device_count=1)
+
+
+def test_unprepared_coco_says_how_to_prepare_it(tmp_path):
+  config = coco_sam_c4.get_config()
+  config.data.data_dir = str(tmp_path)
+  with pytest.raises(ValueError, match="download_and_prepare"):
+    segment.TrainImages(config)
+
+
+def test_square_image_matches_sam_layout():
+  image = np.zeros((20, 40, 3), np.uint8)
+  image[:, :20] = 255
+  out = segment.square_image(image, 16)          # 20 x 40 -> 8 x 16, padded to 16 x 16
+  assert out.shape == (16, 16, 3) and out.dtype == np.float32
+  np.testing.assert_allclose(out[:8, :6], 1.0, atol=1e-6)   # (antialiased edge between)
+  np.testing.assert_allclose(out[:8, 10:], 0.0, atol=1e-6)
+  assert np.all(out[8:] == 0)
