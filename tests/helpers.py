@@ -21,3 +21,14 @@ def smooth_disk_images(key, batch: int, size: int, channels: int = 3,
 
 def elements(k, batch):
   return jnp.full((batch,), k, jnp.int32)
+
+
+def set_field(config, field: str, value) -> None:
+  """``config.<field> = value`` for a dotted ``field``, whatever the value's type (to
+  feed validators bad values)."""
+  *parents, leaf = field.split(".")
+  node = config
+  for parent in parents:
+    node = node[parent]
+  with node.ignore_type():
+    node[leaf] = value

@@ -4,6 +4,7 @@ import os
 
 import pytest
 
+from helpers import set_field
 from train import distributed, validate_config
 from train.configs import digits_c8
 
@@ -48,12 +49,7 @@ def test_config_validates_and_documents_its_command(name):
 ])
 def test_validation_errors_name_the_field(field, value, devices, message):
   config = digits_c8.get_config()
-  *parents, leaf = field.split(".")
-  node = config
-  for parent in parents:
-    node = node[parent]
-  with node.ignore_type():
-    node[leaf] = value
+  set_field(config, field, value)
   with pytest.raises(ValueError) as error:
     validate_config(config, device_count=devices)
   assert message in str(error.value)

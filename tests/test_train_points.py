@@ -10,6 +10,7 @@ import pytest
 
 import canon_jax
 from canon_jax import data
+from helpers import set_field
 from train import evaluate, report, step, tasks, train_and_evaluate, validate_config
 from train.configs import shapes_pointnet_so3
 
@@ -180,12 +181,7 @@ def test_config_validates_and_documents_its_command():
 ])
 def test_point_config_errors_name_the_field(field, value, message):
   config = shapes_pointnet_so3.get_config()
-  *parents, leaf = field.split(".")
-  node = config
-  for parent in parents:
-    node = node[parent]
-  with node.ignore_type():
-    node[leaf] = value
+  set_field(config, field, value)
   with pytest.raises(ValueError, match=message.replace("[", r"\[")):
     validate_config(config, device_count=1)
 

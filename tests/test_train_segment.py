@@ -11,6 +11,7 @@ from PIL import Image
 
 from canon_jax import coco_eval, segmentation
 from canon_jax.data import CocoInstances, make_synthetic_instances
+from helpers import set_field
 from train import segment
 from train.configs import coco_sam_c4
 from train.step import TrainState
@@ -155,11 +156,7 @@ def test_segment_run_trains_resumes_and_scores(tmp_path):
 def test_segment_config_errors(field, value, message):
   config = coco_sam_c4.get_config()
   config.data.val_annotations, config.data.val_images = "a.json", "val2017"
-  *parents, leaf = field.split(".")
-  node = config
-  for parent in parents:
-    node = node[parent]
-  node[leaf] = value
+  set_field(config, field, value)
   with pytest.raises(ValueError, match=message):
     segment.validate_config(config, device_count=8)
 
