@@ -38,6 +38,7 @@ import jax
 import jax.numpy as jnp
 
 from canon_jax._checks import check_nhwc
+from canon_jax.nn.gconv import pointwise
 
 Initializer = Callable[..., jax.Array]
 
@@ -61,7 +62,7 @@ class _PointwiseConv(nn.Module):
     kernel = self.param("kernel", _CONV_INIT, (1, 1, x.shape[-1], self.features))
     x, kernel = nn.dtypes.promote_dtype(x, kernel, dtype=self.dtype)
     s = self.strides
-    return jnp.einsum("bhwi,io->bhwo", x[:, ::s, ::s], kernel[0, 0])
+    return pointwise(x[:, ::s, ::s], kernel[0, 0])
 
 
 def _conv(features: int, kernel: int, strides: int, name: str, dtype: Any) -> nn.Module:
