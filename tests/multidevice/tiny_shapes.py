@@ -1,0 +1,30 @@
+"""A test-sized shapes_pointnet_so3 config: canon_shapes/tiny, tiny PointNet and VN net.
+
+Used by tests/test_train_points.py, in process and through ``python -m train --config
+tests/multidevice/tiny_shapes.py`` (then pass ``--config.data.data_dir``).
+"""
+import ml_collections
+
+from train.configs import shapes_pointnet_so3
+
+NUM_POSES = 4
+
+
+def get_config() -> ml_collections.ConfigDict:
+  config = shapes_pointnet_so3.get_config()
+  config.batch_size = 8
+  config.eval_batch_size = 8
+  config.data.name = "canon_shapes/tiny"
+  config.data.num_test_poses = NUM_POSES
+  config.model.name = "pointnet_tiny"
+  # No dropout: runs on 1 and 8 devices must draw the same numbers.
+  config.model.kwargs = ml_collections.ConfigDict(dict(dropout_rate=0.0))
+  config.canonicalizer.num_neighbors = 4
+  config.canonicalizer.channels = 4
+  config.vanilla.num_steps = 6
+  config.augmentation.num_steps = 2
+  config.canonicalized.num_steps = 4
+  config.log_every_steps = 2
+  config.checkpoint_every_steps = 3
+  config.progress_bar = False
+  return config
