@@ -140,8 +140,10 @@ def _out_in_to_in_out(kernel: np.ndarray) -> np.ndarray:
   return np.transpose(kernel)
 
 
-def _to(collection: str, name: str,
-        layout: Callable[[np.ndarray], np.ndarray] = np.asarray) -> LeafConverter:
+def leaf_to(collection: str, name: str,
+            layout: Callable[[np.ndarray], np.ndarray] = np.asarray) -> LeafConverter:
+  """A torch leaf -> the Flax leaf ``collection/<module>/name``, re-laid out by ``layout``
+  (the building block of the conversion rules; ``sam_convert`` uses it too)."""
   return lambda value: [(collection, (name,), layout(value))]
 
 
@@ -163,56 +165,60 @@ def _split_qkv(name: str, layout: Callable[[np.ndarray], np.ndarray] = np.asarra
   return convert
 
 
-_CONV = {"weight": _to("params", "kernel", _oihw_to_hwio), "bias": _to("params", "bias")}
-_DENSE = {"weight": _to("params", "kernel", _out_in_to_in_out), "bias": _to("params", "bias")}
-_BATCHNORM = {
-    "weight": _to("params", "scale"),
-    "bias": _to("params", "bias"),
-    "running_mean": _to("batch_stats", "mean"),
-    "running_var": _to("batch_stats", "var"),
+# Leaf converters of common torch modules (public: canon_jax.models.sam_convert uses them).
+CONV_LEAVES = {"weight": leaf_to("params", "kernel", _oihw_to_hwio),
+               "bias": leaf_to("params", "bias")}
+DENSE_LEAVES = {"weight": leaf_to("params", "kernel", _out_in_to_in_out),
+                "bias": leaf_to("params", "bias")}
+BATCHNORM_LEAVES = {
+    "weight": leaf_to("params", "scale"),
+    "bias": leaf_to("params", "bias"),
+    "running_mean": leaf_to("batch_stats", "mean"),
+    "running_var": leaf_to("batch_stats", "var"),
     "num_batches_tracked": _drop,
 }
-_LAYERNORM = {"weight": _to("params", "scale"), "bias": _to("params", "bias")}
+LAYERNORM_LEAVES = {"weight": leaf_to("params", "scale"), "bias": leaf_to("params", "bias")}
 
 # Rules: (torch module path regex, Flax module path template, {leaf name: converter}).
 _TORCHVISION_RESNET = (
-    (r"conv1", "conv1", _CONV),
-    (r"bn1", "bn1", _BATCHNORM),
-    (r"layer(\d+)\.(\d+)\.conv(\d+)", r"layer\1_\2/conv\3", _CONV),
-    (r"layer(\d+)\.(\d+)\.bn(\d+)", r"layer\1_\2/bn\3", _BATCHNORM),
-    (r"layer(\d+)\.(\d+)\.downsample\.0", r"layer\1_\2/downsample_conv", _CONV),
-    (r"layer(\d+)\.(\d+)\.downsample\.1", r"layer\1_\2/downsample_bn", _BATCHNORM),
-    (r"fc", "head", _DENSE),
+    (r"conv1", "conv1", CONV_LEAVES),
+    (r"bn1", "bn1", BATCHNORM_LEAVES),
+    (r"layer(\d+)\.(\d+)\.conv(\d+)", r"layer\1_\2/conv\3", CONV_LEAVES),
+    (r"layer(\d+)\.(\d+)\.bn(\d+)", r"layer\1_\2/bn\3", BATCHNORM_LEAVES),
+    (r"layer(\d+)\.(\d+)\.downsample\.0", r"layer\1_\2/downsample_conv", CONV_LEAVES),
+    (r"layer(\d+)\.(\d+)\.downsample\.1", r"layer\1_\2/downsample_bn", BATCHNORM_LEAVES),
+    (r"fc", "head", DENSE_LEAVES),
 )
 _BLOCK_TV = r"encoder\.layers\.encoder_layer_(\d+)"
 _TORCHVISION_VIT = (
-    (r"", "", {"class_token": _to("params", "cls")}),
-    (r"conv_proj", "embedding", _CONV),
-    (r"encoder", "", {"pos_embedding": _to("params", "pos_embedding")}),
-    (_BLOCK_TV + r"\.ln_(\d)", r"encoderblock_\1/ln_\2", _LAYERNORM),
+    (r"", "", {"class_token": leaf_to("params", "cls")}),
+    (r"conv_proj", "embedding", CONV_LEAVES),
+    (r"encoder", "", {"pos_embedding": leaf_to("params", "pos_embedding")}),
+    (_BLOCK_TV + r"\.ln_(\d)", r"encoderblock_\1/ln_\2", LAYERNORM_LEAVES),
     (_BLOCK_TV + r"\.self_attention", r"encoderblock_\1/attention", {
         "in_proj_weight": _split_qkv("kernel", _out_in_to_in_out),
         "in_proj_bias": _split_qkv("bias"),
     }),
-    (_BLOCK_TV + r"\.self_attention\.out_proj", r"encoderblock_\1/attention/out", _DENSE),
+    (_BLOCK_TV + r"\.self_attention\.out_proj", r"encoderblock_\1/attention/out", DENSE_LEAVES),
     # "linear_1"/"linear_2": MLPBlock names of checkpoints saved before torchvision 0.14.
-    (_BLOCK_TV + r"\.mlp\.(?:0|linear_1)", r"encoderblock_\1/mlp/fc1", _DENSE),
-    (_BLOCK_TV + r"\.mlp\.(?:3|linear_2)", r"encoderblock_\1/mlp/fc2", _DENSE),
-    (r"encoder\.ln", "encoder_norm", _LAYERNORM),
-    (r"heads\.head", "head", _DENSE),
+    (_BLOCK_TV + r"\.mlp\.(?:0|linear_1)", r"encoderblock_\1/mlp/fc1", DENSE_LEAVES),
+    (_BLOCK_TV + r"\.mlp\.(?:3|linear_2)", r"encoderblock_\1/mlp/fc2", DENSE_LEAVES),
+    (r"encoder\.ln", "encoder_norm", LAYERNORM_LEAVES),
+    (r"heads\.head", "head", DENSE_LEAVES),
 )
 _TIMM_VIT = (
-    (r"", "", {"cls_token": _to("params", "cls"), "pos_embed": _to("params", "pos_embedding")}),
-    (r"patch_embed\.proj", "embedding", _CONV),
-    (r"blocks\.(\d+)\.norm(\d)", r"encoderblock_\1/ln_\2", _LAYERNORM),
+    (r"", "", {"cls_token": leaf_to("params", "cls"),
+               "pos_embed": leaf_to("params", "pos_embedding")}),
+    (r"patch_embed\.proj", "embedding", CONV_LEAVES),
+    (r"blocks\.(\d+)\.norm(\d)", r"encoderblock_\1/ln_\2", LAYERNORM_LEAVES),
     (r"blocks\.(\d+)\.attn\.qkv", r"encoderblock_\1/attention", {
         "weight": _split_qkv("kernel", _out_in_to_in_out),
         "bias": _split_qkv("bias"),
     }),
-    (r"blocks\.(\d+)\.attn\.proj", r"encoderblock_\1/attention/out", _DENSE),
-    (r"blocks\.(\d+)\.mlp\.fc(\d)", r"encoderblock_\1/mlp/fc\2", _DENSE),
-    (r"norm", "encoder_norm", _LAYERNORM),
-    (r"head", "head", _DENSE),
+    (r"blocks\.(\d+)\.attn\.proj", r"encoderblock_\1/attention/out", DENSE_LEAVES),
+    (r"blocks\.(\d+)\.mlp\.fc(\d)", r"encoderblock_\1/mlp/fc\2", DENSE_LEAVES),
+    (r"norm", "encoder_norm", LAYERNORM_LEAVES),
+    (r"head", "head", DENSE_LEAVES),
 )
 _RULES = {
     (ResNet, "torchvision"): _TORCHVISION_RESNET,

@@ -38,7 +38,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from canon_jax import convert
-from canon_jax.convert import _CONV, _DENSE, _LAYERNORM, _to  # checkpoint-surgery rules
+from canon_jax.convert import CONV_LEAVES, DENSE_LEAVES, LAYERNORM_LEAVES, leaf_to
 from canon_jax.models.sam import PIXEL_MEAN, PIXEL_STD, SAM_VARIANTS, Sam
 
 _URL = "https://dl.fbaipublicfiles.com/segment_anything/"
@@ -53,50 +53,50 @@ METADATA_FILE = convert.METADATA_FILE
 VARIABLES_DIR = convert.VARIABLES_DIR
 _FORMAT = "canon_jax.sam.v1"
 
-_EMBEDDING = {"weight": _to("params", "")}  # the leaf is named by the rule's template
+_EMBEDDING = {"weight": leaf_to("params", "")}  # the leaf is named by the rule's template
 _CONV_TRANSPOSE = {
-    "weight": _to("params", "kernel", lambda w: np.transpose(w, (2, 3, 0, 1))),
-    "bias": _to("params", "bias"),
+    "weight": leaf_to("params", "kernel", lambda w: np.transpose(w, (2, 3, 0, 1))),
+    "bias": leaf_to("params", "bias"),
 }
 _BLOCK = r"image_encoder\.blocks\.(\d+)"
 _LAYER = r"mask_decoder\.transformer\.layers\.(\d+)"
 _ATTN = r"(self_attn|cross_attn_token_to_image|cross_attn_image_to_token)"
 SAM_RULES = (
-    (r"image_encoder", "image_encoder", {"pos_embed": _to("params", "pos_embed")}),
-    (r"image_encoder\.patch_embed\.proj", "image_encoder/patch_embed", _CONV),
-    (_BLOCK + r"\.norm(\d)", r"image_encoder/blocks_\1/norm\2", _LAYERNORM),
+    (r"image_encoder", "image_encoder", {"pos_embed": leaf_to("params", "pos_embed")}),
+    (r"image_encoder\.patch_embed\.proj", "image_encoder/patch_embed", CONV_LEAVES),
+    (_BLOCK + r"\.norm(\d)", r"image_encoder/blocks_\1/norm\2", LAYERNORM_LEAVES),
     (_BLOCK + r"\.attn", r"image_encoder/blocks_\1/attn", {
-        "rel_pos_h": _to("params", "rel_pos_h"), "rel_pos_w": _to("params", "rel_pos_w")}),
-    (_BLOCK + r"\.attn\.(qkv|proj)", r"image_encoder/blocks_\1/attn/\2", _DENSE),
-    (_BLOCK + r"\.mlp\.(lin\d)", r"image_encoder/blocks_\1/\2", _DENSE),
-    (r"image_encoder\.neck\.([02])", r"image_encoder/neck_\1", _CONV),
-    (r"image_encoder\.neck\.([13])", r"image_encoder/neck_\1", _LAYERNORM),
+        "rel_pos_h": leaf_to("params", "rel_pos_h"), "rel_pos_w": leaf_to("params", "rel_pos_w")}),
+    (_BLOCK + r"\.attn\.(qkv|proj)", r"image_encoder/blocks_\1/attn/\2", DENSE_LEAVES),
+    (_BLOCK + r"\.mlp\.(lin\d)", r"image_encoder/blocks_\1/\2", DENSE_LEAVES),
+    (r"image_encoder\.neck\.([02])", r"image_encoder/neck_\1", CONV_LEAVES),
+    (r"image_encoder\.neck\.([13])", r"image_encoder/neck_\1", LAYERNORM_LEAVES),
     (r"prompt_encoder\.pe_layer", "prompt_encoder", {
         "positional_encoding_gaussian_matrix":
-            _to("constants", "positional_encoding_gaussian_matrix")}),
+            leaf_to("constants", "positional_encoding_gaussian_matrix")}),
     (r"prompt_encoder\.point_embeddings\.(\d)", r"prompt_encoder/point_embeddings_\1",
      _EMBEDDING),
     (r"prompt_encoder\.(not_a_point_embed|no_mask_embed)", r"prompt_encoder/\1", _EMBEDDING),
     (r"prompt_encoder\.mask_downscaling\.([036])", r"prompt_encoder/mask_downscaling_\1",
-     _CONV),
+     CONV_LEAVES),
     (r"prompt_encoder\.mask_downscaling\.([14])", r"prompt_encoder/mask_downscaling_\1",
-     _LAYERNORM),
+     LAYERNORM_LEAVES),
     (r"mask_decoder\.(iou_token|mask_tokens)", r"mask_decoder/\1", _EMBEDDING),
     (_LAYER + r"\." + _ATTN + r"\.([qkv]_proj|out_proj)",
-     r"mask_decoder/transformer/layers_\1/\2/\3", _DENSE),
-    (_LAYER + r"\.(norm\d)", r"mask_decoder/transformer/layers_\1/\2", _LAYERNORM),
-    (_LAYER + r"\.mlp\.(lin\d)", r"mask_decoder/transformer/layers_\1/\2", _DENSE),
+     r"mask_decoder/transformer/layers_\1/\2/\3", DENSE_LEAVES),
+    (_LAYER + r"\.(norm\d)", r"mask_decoder/transformer/layers_\1/\2", LAYERNORM_LEAVES),
+    (_LAYER + r"\.mlp\.(lin\d)", r"mask_decoder/transformer/layers_\1/\2", DENSE_LEAVES),
     (r"mask_decoder\.transformer\.final_attn_token_to_image\.([qkv]_proj|out_proj)",
-     r"mask_decoder/transformer/final_attn_token_to_image/\1", _DENSE),
+     r"mask_decoder/transformer/final_attn_token_to_image/\1", DENSE_LEAVES),
     (r"mask_decoder\.transformer\.norm_final_attn", "mask_decoder/transformer/norm_final_attn",
-     _LAYERNORM),
+     LAYERNORM_LEAVES),
     (r"mask_decoder\.output_upscaling\.([03])", r"mask_decoder/output_upscaling_\1",
      _CONV_TRANSPOSE),
-    (r"mask_decoder\.output_upscaling\.1", "mask_decoder/output_upscaling_1", _LAYERNORM),
+    (r"mask_decoder\.output_upscaling\.1", "mask_decoder/output_upscaling_1", LAYERNORM_LEAVES),
     (r"mask_decoder\.output_hypernetworks_mlps\.(\d+)\.layers\.(\d+)",
-     r"mask_decoder/output_hypernetworks_mlps_\1/layers_\2", _DENSE),
+     r"mask_decoder/output_hypernetworks_mlps_\1/layers_\2", DENSE_LEAVES),
     (r"mask_decoder\.iou_prediction_head\.layers\.(\d+)",
-     r"mask_decoder/iou_prediction_head/layers_\1", _DENSE),
+     r"mask_decoder/iou_prediction_head/layers_\1", DENSE_LEAVES),
 )
 """``(torch module regex, Flax module path, {leaf: converter})`` for ``segment_anything``'s
 ``Sam.state_dict()`` names (see :func:`canon_jax.convert.torch_to_flax`)."""
