@@ -12,7 +12,7 @@ import canon_jax
 from canon_jax import data
 from helpers import set_field
 from multidevice import common, tiny_shapes
-from train import evaluate, report, step, tasks, train_and_evaluate, validate_config
+from train import evaluate, models, report, step, tasks, train_and_evaluate, validate_config
 from train.configs import shapes_pointnet_so3
 
 NUM_POSES = tiny_shapes.NUM_POSES
@@ -87,7 +87,7 @@ def test_test_poses_start_with_the_identity_and_are_rotations():
 
 def test_point_eval_step_of_a_canonicalized_pipeline_is_invariant(points_dir):
   config = tiny_config(points_dir)
-  pipeline = tasks.build_pipeline(config, "canonicalized", 10, None)
+  pipeline = models.build_pipeline(config, "canonicalized", 10, None)
   task = tasks.PointCloudTask("z", "so3", NUM_POSES, 2, 0)
   ds = data.get_point_cloud_dataset("canon_shapes/tiny", "test", data_dir=points_dir)
   points = jnp.stack([ds[i]["points"] for i in range(6)])
@@ -106,7 +106,7 @@ def test_point_eval_step_of_a_canonicalized_pipeline_is_invariant(points_dir):
 def test_point_train_step_reduces_the_loss(points_dir):
   config = tiny_config(points_dir)
   task = tasks.PointCloudTask("z", "so3", NUM_POSES, 2, 0)
-  pipeline = tasks.build_pipeline(config, "canonicalized", 10, None)
+  pipeline = models.build_pipeline(config, "canonicalized", 10, None)
   stage = config.canonicalized
   stage.schedule = "constant"  # (the tiny config's 4 steps would end a cosine at once)
   tx, schedules = step.make_optimizer(stage)

@@ -11,7 +11,7 @@ import pytest
 
 import canon_jax
 from multidevice import tiny_digits
-from train import models, step
+from train import models, step, tasks
 
 GROUP = canon_jax.from_name("C8")
 B = 8
@@ -28,7 +28,7 @@ def _setup(variant="canonicalized", **stage_overrides):
     with jax.ensure_compile_time_eval():  # see train/trainer.py
       jax.eval_shape(pipeline.canonicalizer.init, jax.random.key(0), images)
   state = jax.jit(functools.partial(step.init_state, pipeline, tx))(jax.random.key(0), images)
-  fn = step.make_train_step(pipeline, tx, schedules, variant, stage, GROUP)
+  fn = step.make_train_step(pipeline, tx, schedules, variant, stage, tasks.ImageTask(GROUP))
   return state, fn
 
 
@@ -88,7 +88,7 @@ def test_vanilla_and_augmentation_differ_only_by_the_rotation():
   _, m_id = jax.jit(step.make_train_step(
       models.build_pipeline(tiny_digits.get_config(), "augmentation", 10, None),
       *step.make_optimizer(tiny_digits.get_config().augmentation), "augmentation",
-      tiny_digits.get_config().augmentation, canon_jax.from_name("C1")))(
+      tiny_digits.get_config().augmentation, tasks.ImageTask(canon_jax.from_name("C1"))))(
           state, batch, jax.random.key(1))
   assert float(m_id["task_loss"]) == pytest.approx(float(m_v["task_loss"]), rel=1e-6)
 

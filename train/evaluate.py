@@ -33,6 +33,15 @@ from train.models import Pipeline
 
 EvalOutputs = dict[str, jax.Array]
 
+IDENTITY_TOLERANCE_DEG = 30.0
+"""A point-cloud frame counts as the identity within this geodesic angle."""
+
+
+def geodesic_angle_deg(rotation: jax.Array) -> jax.Array:
+  """Rotation angle (degrees, in [0, 180]) of (..., 3, 3) rotation matrices."""
+  cos = (jnp.trace(rotation, axis1=-2, axis2=-1) - 1.0) / 2.0
+  return jnp.degrees(jnp.arccos(jnp.clip(cos, -1.0, 1.0)))
+
 
 def make_eval_step(pipeline: Pipeline, group: canon_jax.DiscreteGroup
                    ) -> Callable[[dict, dict, dict], EvalOutputs]:
@@ -162,7 +171,6 @@ def make_point_eval_step(pipeline: Pipeline, rotations: np.ndarray
   angle between R(x Q_p^T) and Q_p R(x) (0 for an exactly equivariant
   canonicalizer); and ``label``, ``mask``.
   """
-  from train.tasks import geodesic_angle_deg  # pylint: disable=import-outside-toplevel
   q = jnp.asarray(rotations, jnp.float32)
   num_poses = q.shape[0]
 
@@ -198,7 +206,6 @@ def score_points(gathered: dict[str, np.ndarray], has_canonicalizer: bool
   angle between R(x Q^T) and Q R(x) over the test set; ``None`` without
   canonicalizer), ``num_examples``.
   """
-  from train.tasks import IDENTITY_TOLERANCE_DEG  # pylint: disable=import-outside-toplevel
   preds = jnp.asarray(gathered["predictions"])
   labels = jnp.asarray(gathered["labels"])
   mask_np = np.asarray(gathered["mask"], np.float32)

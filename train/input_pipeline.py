@@ -22,10 +22,13 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from canon_jax import data as canon_data
 
 
-def get_datasets(config: ml_collections.ConfigDict
-                 ) -> tuple[canon_data.ImageDataset, canon_data.ImageDataset]:
-  """The training and evaluation splits named by ``config.data``."""
+def get_datasets(config: ml_collections.ConfigDict) -> tuple[Any, Any]:
+  """The training and evaluation splits named by ``config.data``: ``ImageDataset``s,
+  or ``PointCloudDataset``s when ``config.task == 'points'``."""
   d = config.data
+  if config.get("task", "images") == "points":
+    return (canon_data.get_point_cloud_dataset(d.name, d.train_split, data_dir=d.data_dir),
+            canon_data.get_point_cloud_dataset(d.name, d.eval_split, data_dir=d.data_dir))
   kwargs = dict(data_dir=d.data_dir, image_size=d.image_size, channels=d.channels,
                 rotation_seed=d.rotation_seed)
   train = canon_data.get_image_dataset(d.name, d.train_split, **kwargs)

@@ -86,8 +86,11 @@ def build_predictor(model_config: ml_collections.ConfigDict, num_classes: int) -
   return canon_models.get_model(model_config.name, num_classes=num_classes, **kwargs)
 
 
-def build_canonicalizer(config: ml_collections.ConfigDict) -> canon_jax.ImageCanonicalizer:
-  """``ImageCanonicalizer(group=config.group, **config.canonicalizer)``."""
+def build_canonicalizer(config: ml_collections.ConfigDict) -> nn.Module:
+  """``ImageCanonicalizer(group=config.group, **config.canonicalizer)``, or
+  ``PointCloudCanonicalizer(**config.canonicalizer)`` when ``config.task == 'points'``."""
+  if config.get("task", "images") == "points":
+    return canon_jax.PointCloudCanonicalizer(**config.canonicalizer.to_dict())
   return canon_jax.ImageCanonicalizer(group=config.group, **config.canonicalizer.to_dict())
 
 

@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-import canon_jax
+from train import tasks
 from train.models import Pipeline
 
 Batch = dict[str, jax.Array]
@@ -130,7 +130,7 @@ def _masked_mean(x: jax.Array, mask: jax.Array) -> jax.Array:
 def make_train_step(pipeline: Pipeline, tx: optax.GradientTransformation,
                     schedules: dict[str, optax.Schedule], variant: str,
                     stage: ml_collections.ConfigDict,
-                    task: "tasks.Task | canon_jax.DiscreteGroup"
+                    task: tasks.Task
                     ) -> Callable[[TrainState, Batch, jax.Array], tuple[TrainState, Metrics]]:
   """The update step of one variant.
 
@@ -140,8 +140,8 @@ def make_train_step(pipeline: Pipeline, tx: optax.GradientTransformation,
     variant: "vanilla", "augmentation" or "canonicalized".
     stage: the variant's config (``prior_weight``, ``freeze_predictor``,
       ``augment``).
-    task: a :mod:`train.tasks` task (augmentation, prior, input key); a
-      ``DiscreteGroup`` stands for ``tasks.ImageTask(group)``.
+    task: a :mod:`train.tasks` task (augmentation, prior, input key), e.g.
+      ``tasks.ImageTask(group)``.
 
   Returns:
     ``train_step(state, batch, rng) -> (state, metrics)``: ``batch`` holds the
@@ -164,9 +164,6 @@ def make_train_step(pipeline: Pipeline, tx: optax.GradientTransformation,
   ones). Point clouds: every variant's clouds are rotated (see
   :class:`train.tasks.PointCloudTask`) and the prior always moves with the rotation.
   """
-  from train import tasks  # pylint: disable=import-outside-toplevel
-  if isinstance(task, canon_jax.DiscreteGroup):
-    task = tasks.ImageTask(task)
   prior_weight = float(stage.prior_weight) if variant == "canonicalized" else 0.0
   train_predictor = not (bool(stage.freeze_predictor) or stage.predictor_lr == 0)
   augment = variant == "augmentation" or bool(stage.augment)

@@ -38,23 +38,15 @@ import numpy as np
 
 import canon_jax
 from canon_jax import data as canon_data
-from train import evaluate, input_pipeline, models
+from train import evaluate, models
 
 TASKS = ("images", "points")
 ROTATION_MODES = ("none", "z", "so3")
-IDENTITY_TOLERANCE_DEG = 30.0
-"""A point-cloud frame counts as the identity within this geodesic angle."""
 
 
 def task_name(config: ml_collections.ConfigDict) -> str:
   """``config.task``, "images" when the config has no such field."""
   return config.get("task", "images")
-
-
-def geodesic_angle_deg(rotation: jax.Array) -> jax.Array:
-  """Rotation angle (degrees, in [0, 180]) of (..., 3, 3) rotation matrices."""
-  cos = (jnp.trace(rotation, axis1=-2, axis2=-1) - 1.0) / 2.0
-  return jnp.degrees(jnp.arccos(jnp.clip(cos, -1.0, 1.0)))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -159,7 +151,7 @@ class PointCloudTask:
     """``(rotation_prior_loss(Q^T R), (B,) 1.0 where Q^T R is within 30° of I)``."""
     del augment  # the prior always moves with the applied rotation
     relative = jnp.einsum("bji,bjk->bik", target, result.rotation)
-    hits = geodesic_angle_deg(relative) < IDENTITY_TOLERANCE_DEG
+    hits = evaluate.geodesic_angle_deg(relative) < evaluate.IDENTITY_TOLERANCE_DEG
     return canon_jax.rotation_prior_loss(relative), hits.astype(jnp.float32)
 
   def make_eval_step(self, pipeline: models.Pipeline) -> Callable:
@@ -173,15 +165,6 @@ class PointCloudTask:
 Task = ImageTask | PointCloudTask
 
 
-def get_datasets(config: ml_collections.ConfigDict) -> tuple[Any, Any]:
-  """The training and evaluation splits of ``config.data`` for the config's task."""
-  if task_name(config) == "images":
-    return input_pipeline.get_datasets(config)
-  d = config.data
-  return (canon_data.get_point_cloud_dataset(d.name, d.train_split, data_dir=d.data_dir),
-          canon_data.get_point_cloud_dataset(d.name, d.eval_split, data_dir=d.data_dir))
-
-
 def get_task(config: ml_collections.ConfigDict, train_ds: Any) -> Task:
   """The config's task (``train_ds`` gives a point-cloud dataset's vertical axis)."""
   if task_name(config) == "images":
@@ -191,14 +174,3 @@ def get_task(config: ml_collections.ConfigDict, train_ds: Any) -> Task:
                         num_test_poses=int(d.num_test_poses), up_axis=train_ds.up_axis,
                         seed=int(config.seed))
 
-
-def build_pipeline(config: ml_collections.ConfigDict, variant: str, num_classes: int,
-                   mean_std) -> models.Pipeline:
-  """The variant's :class:`train.models.Pipeline` for the config's task."""
-  if task_name(config) == "images":
-    return models.build_pipeline(config, variant, num_classes, mean_std)
-  canonicalizer = None
-  if variant == "canonicalized":
-    canonicalizer = canon_jax.PointCloudCanonicalizer(**config.canonicalizer.to_dict())
-  return models.Pipeline(predictor=models.build_predictor(config.model, num_classes),
-                         canonicalizer=canonicalizer)

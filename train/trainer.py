@@ -195,7 +195,7 @@ def _run_variant(run: _Run, variant: str, finished: dict[str, TrainState]) -> _V
   num_steps = int(stage.num_steps)
 
   # ------------------------------------------------------------------ model
-  pipeline = tasks.build_pipeline(config, variant, run.train_ds.num_classes, run.mean_std)
+  pipeline = models.build_pipeline(config, variant, run.train_ds.num_classes, run.mean_std)
   tx, schedules = make_optimizer(stage)
 
   # ------------------------------------------------------------------ shard
@@ -304,7 +304,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
        f"({jax.devices()[0].platform}); workdir {workdir}")
 
   # ------------------------------------------------------------------ input
-  train_ds, eval_ds = tasks.get_datasets(config)
+  train_ds, eval_ds = input_pipeline.get_datasets(config)
   _log(f"data: {config.data.name} {len(train_ds)} train / {len(eval_ds)} eval examples "
        f"of {train_ds.input_shape}, {train_ds.num_classes} classes")
 
