@@ -63,12 +63,14 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 
 import canon_jax
 from canon_jax import coco_eval, segmentation
-from canon_jax.data.image_ops import resize_image
+from canon_jax.data.image_ops import resize_longest_side_and_pad
 from canon_jax.models import sam as sam_lib
-from train import checkpointing, input_pipeline
+from train import checkpointing, input_pipeline, report
 from train.step import TrainState
 
 SYNTHETIC = "synthetic_instances"
+VARIANT = "canonicalizer"
+"""The name of the one trained model in checkpoints/ and metrics.jsonl."""
 
 
 def _log(message: str) -> None:
@@ -124,11 +126,7 @@ def square_image(image: np.ndarray, size: int) -> np.ndarray:
     image = image[..., None]
   if image.shape[-1] == 1:
     image = np.repeat(image, 3, axis=-1)
-  h, w = image.shape[:2]
-  nh, nw = sam_lib.longest_side_shape(h, w, size)
-  out = np.zeros((size, size, 3), np.float32)
-  out[:nh, :nw] = np.clip(resize_image(image.astype(np.float32), nh, nw), 0.0, 1.0)
-  return out
+  return resize_longest_side_and_pad(image.astype(np.float32), size)
 
 
 class TrainImages:
@@ -259,7 +257,7 @@ def train_canonicalizer(config: ml_collections.ConfigDict, workdir: str
                     in_shardings=(shardings, input_pipeline.batch_sharding(mesh, 4)),
                     out_shardings=(shardings, repl), donate_argnums=(0,))
 
-  manager = checkpointing.make_manager(os.path.join(workdir, "checkpoints", "canonicalizer"),
+  manager = checkpointing.make_manager(os.path.join(workdir, "checkpoints", VARIANT),
                                        config.keep_checkpoints)
   start = 0
   if manager.latest_step() is not None:
@@ -268,7 +266,10 @@ def train_canonicalizer(config: ml_collections.ConfigDict, workdir: str
     _log(f"[canonicalizer] resumed from step {start}")
   local = t.batch_size // jax.process_count()
   rows = slice(jax.process_index() * local, (jax.process_index() + 1) * local)
-  log_path = os.path.join(workdir, "metrics.jsonl")
+  # metrics.jsonl and TensorBoard as the classification trainer writes them; lines
+  # past the restored checkpoint are dropped (the resumed run writes them again).
+  writer = report.MetricWriter(workdir, enabled=jax.process_index() == 0)
+  writer.truncate([], VARIANT, start)
   bar = tqdm.tqdm(total=num_steps, initial=start, desc="canonicalizer",
                   disable=not config.progress_bar or jax.process_index() != 0)
   signum = None
@@ -286,10 +287,8 @@ def train_canonicalizer(config: ml_collections.ConfigDict, workdir: str
         bar.set_postfix(prior=f"{metrics['prior_loss']:.3f}",
                         identity=f"{metrics['identity_rate']:.2f}", refresh=False)
         done = step + 1
-        if jax.process_index() == 0 and (done % config.log_every_steps == 0
-                                         or done == num_steps):
-          with open(log_path, "a") as f:
-            f.write(json.dumps({"step": done, **metrics}) + "\n")
+        if done % config.log_every_steps == 0 or done == num_steps:
+          writer.write_step(VARIANT, done, metrics)
         preempted = flag.any_set()
         if done % config.checkpoint_every_steps == 0 or done == num_steps or preempted:
           checkpointing.save(manager, done, state, {"step": done})
@@ -301,6 +300,7 @@ def train_canonicalizer(config: ml_collections.ConfigDict, workdir: str
   finally:
     bar.close()
     manager.close()
+    writer.close()
   return state, signum
 
 

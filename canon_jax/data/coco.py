@@ -26,7 +26,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from canon_jax.data.image_ops import resize_image
+from canon_jax.data.image_ops import longest_side_shape, resize_longest_side_and_pad
 from canon_jax.segmentation import Instances
 
 
@@ -105,10 +105,8 @@ class CocoInstances:
       image = np.asarray(im.convert("RGB"), np.float32) / 255.0
     h, w = image.shape[:2]
     s = self.image_size
-    scale = s / max(h, w)
-    nh, nw = int(h * scale + 0.5), int(w * scale + 0.5)
-    out = np.zeros((s, s, 3), np.float32)
-    out[:nh, :nw] = np.clip(resize_image(image, nh, nw), 0.0, 1.0)
+    nh, nw = longest_side_shape(h, w, s)
+    out = resize_longest_side_and_pad(image, s)
 
     m = self.max_instances
     masks = np.zeros((m, s, s), bool)

@@ -61,6 +61,23 @@ def resize_image(image: np.ndarray, height: int, width: int) -> np.ndarray:
   return np.einsum("hy,yxc,wx->hwc", rows, x, cols)
 
 
+def longest_side_shape(height: int, width: int, target: int) -> tuple[int, int]:
+  """(H, W) scaled so that the longer side is ``target``, rounded half up (SAM's)."""
+  scale = target / max(height, width)
+  return int(height * scale + 0.5), int(width * scale + 0.5)
+
+
+def resize_longest_side_and_pad(image: np.ndarray, size: int) -> np.ndarray:
+  """(H, W, C) in [0, 1] -> (size, size, C) float32: the longer side resized to
+  ``size`` (:func:`resize_image`, clipped to [0, 1]), zero padding at the bottom and
+  right (SAM's layout). The content occupies ``longest_side_shape(H, W, size)``."""
+  _check_hwc(image, "image")
+  nh, nw = longest_side_shape(image.shape[0], image.shape[1], size)
+  out = np.zeros((size, size, image.shape[2]), np.float32)
+  out[:nh, :nw] = np.clip(resize_image(image, nh, nw), 0.0, 1.0)
+  return out
+
+
 def rotate_image(image: np.ndarray, angle: float) -> np.ndarray:
   """Rotates one image counter-clockwise by ``angle`` radians about its centre.
 

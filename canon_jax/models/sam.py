@@ -59,6 +59,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from canon_jax import _checks
+from canon_jax.data.image_ops import longest_side_shape  # SAM's resize rule
 
 PIXEL_MEAN = (123.675, 116.28, 103.53)
 """SAM's RGB normalisation mean, for pixel values in [0, 255]."""
@@ -645,12 +646,6 @@ SAM_VARIANTS = {"vit_b": SamViTB, "vit_l": SamViTL, "vit_h": SamViTH, "tiny": Sa
 
 
 # ------------------------------------------------------------------ pre/postprocessing
-
-
-def longest_side_shape(height: int, width: int, target: int) -> tuple[int, int]:
-  """(H, W) scaled so that the longer side is ``target``, rounded half up (SAM's)."""
-  scale = target / max(height, width)
-  return int(height * scale + 0.5), int(width * scale + 0.5)
 
 
 def resize_longest_side(images: jax.Array, target: int) -> jax.Array:
