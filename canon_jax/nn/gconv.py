@@ -152,9 +152,15 @@ class _FilterBank(nn.Module):
     # energy of a He-initialised k x k pixel filter.
     coeffs = self.param("coefficients", _he_init(2.0 * k * k / (self.fan_in * nb)),
                         (nb,) + self.shape)
-    if not expand:
-      return basis, coeffs
+    return (basis, coeffs) if not expand else _expand((basis, coeffs))
+
+
+def _expand(bank):
+  """``(basis, coefficients)`` -> the filter copies (|G|, k, k, *shape); copies pass."""
+  if isinstance(bank, tuple):
+    basis, coeffs = bank
     return jnp.tensordot(basis, coeffs, axes=(-1, 0))
+  return bank
 
 
 def _he_init(variance: float):
@@ -229,25 +235,23 @@ class LiftingConv(_GroupFilterLayer):
       raise ValueError(f"x must be (B, H, W, C); got shape {x.shape}.")
     c_in, n, k = x.shape[-1], group.order, self.kernel_size
     bank = self._filter_copies(group, (c_in, self.features), c_in * k * k, expand=False)
-    if isinstance(bank, tuple):
+    if isinstance(bank, tuple) and bank[0].shape[-1] * (k * k + self.features) < (
+        k * k * self.features):
       basis, coeffs = bank
       nb = basis.shape[-1]
-      if nb * (k * k + self.features) < k * k * self.features:
-        # (k, k, 1, n * nb) basis filters, repeated for each input channel.
-        filters = jnp.transpose(basis, (1, 2, 0, 3)).reshape(k, k, 1, n * nb)
-        z = jax.lax.conv_general_dilated(
-            x, jnp.tile(filters, (1, 1, 1, c_in)).astype(x.dtype), window_strides=(1, 1),
-            padding="SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"),
-            feature_group_count=c_in)
-        z = z.reshape(x.shape[:3] + (c_in, n, nb))
-        # (B, H, W, g, j, c) @ ((j, c), o): one matmul over the basis and the channels.
-        mixed = pointwise(jnp.transpose(z, (0, 1, 2, 4, 5, 3)).reshape(
-            x.shape[:3] + (n, nb * c_in)),
-                          coeffs.astype(x.dtype).reshape(nb * c_in, self.features))
-        return self._add_bias(jnp.swapaxes(mixed, -1, -2))
-      copies = jnp.tensordot(basis, coeffs, axes=(-1, 0))
-    else:
-      copies = bank
+      # (k, k, 1, n * nb) basis filters, repeated for each input channel.
+      filters = jnp.transpose(basis, (1, 2, 0, 3)).reshape(k, k, 1, n * nb)
+      z = jax.lax.conv_general_dilated(
+          x, jnp.tile(filters, (1, 1, 1, c_in)).astype(x.dtype), window_strides=(1, 1),
+          padding="SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"),
+          feature_group_count=c_in)
+      z = z.reshape(x.shape[:3] + (c_in, n, nb))
+      # (B, H, W, g, j, c) @ ((j, c), o): one matmul over the basis and the channels.
+      mixed = pointwise(
+          jnp.transpose(z, (0, 1, 2, 4, 5, 3)).reshape(x.shape[:3] + (n, nb * c_in)),
+          coeffs.astype(x.dtype).reshape(nb * c_in, self.features))
+      return self._add_bias(jnp.swapaxes(mixed, -1, -2))
+    copies = _expand(bank)
     kernel = jnp.transpose(copies, (1, 2, 3, 4, 0)).reshape(k, k, c_in, self.features * n)
     y = _conv(x, kernel.astype(x.dtype)).reshape(x.shape[:3] + (self.features, n))
     return self._add_bias(y)
