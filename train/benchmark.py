@@ -482,6 +482,15 @@ def jax_inference_case(sizes: Sizes, mode: str) -> Case:
 # ---------------------------------------------------------------------------------
 
 
+def _torch_loss(torch, predictor, canon, x, y, prior_weight: float):
+  """equiadapt's training loss: CE of ``predictor(canon(x))`` plus ``prior_weight`` x
+  the canonicalizer's prior (CE of ``predictor(x)`` alone without ``canon``)."""
+  if canon is None:
+    return torch.nn.functional.cross_entropy(predictor(x), y)
+  return (torch.nn.functional.cross_entropy(predictor(canon(x)), y)
+          + prior_weight * canon.get_prior_regularization_loss())
+
+
 def _import_reference(threads: int, device: str):
   """Imports torch, torchvision and equiadapt; sets torch's threads.
 
@@ -587,13 +596,7 @@ class _Torch:
 
     def step():
       opt.zero_grad(set_to_none=True)
-      if canon is None:
-        loss = torch.nn.functional.cross_entropy(predictor(x), y)
-      else:
-        logits = predictor(canon(x))
-        loss = (torch.nn.functional.cross_entropy(logits, y)
-                + PRIOR_WEIGHT * canon.get_prior_regularization_loss())
-      loss.backward()
+      _torch_loss(torch, predictor, canon, x, y, PRIOR_WEIGHT).backward()
       opt.step()
 
     label = self.label if canonicalize else f"{self.label} predictor only"
@@ -650,13 +653,7 @@ class _Torch:
     def step():
       for m in modules:
         m.zero_grad(set_to_none=True)
-      if canon is None:
-        loss = torch.nn.functional.cross_entropy(predictor(x), y)
-      else:
-        logits = predictor(canon(x))
-        loss = (torch.nn.functional.cross_entropy(logits, y)
-                + ROTATION_PRIOR_WEIGHT * canon.get_prior_regularization_loss())
-      loss.backward()
+      _torch_loss(torch, predictor, canon, x, y, ROTATION_PRIOR_WEIGHT).backward()
 
     label = self.label if canonicalize else f"{self.label} predictor only"
     return self.case(label, step, sizes.cloud_batch)
