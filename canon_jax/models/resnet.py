@@ -38,7 +38,7 @@ import jax
 import jax.numpy as jnp
 
 from canon_jax._checks import check_nhwc
-from canon_jax.nn.gconv import pointwise
+from canon_jax.nn.conv import conv2d
 
 Initializer = Callable[..., jax.Array]
 
@@ -46,33 +46,30 @@ Initializer = Callable[..., jax.Array]
 _CONV_INIT = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
 
 
-class _PointwiseConv(nn.Module):
-  """Bias-free 1 x 1 convolution (stride s) as a matmul.
+class _Conv(nn.Module):
+  """Bias-free k x k convolution, stride s, torch's symmetric padding ``k // 2``.
 
-  Same parameter (``kernel`` (1, 1, in, out)) and function as ``nn.Conv`` with a 1 x 1
-  kernel and no padding, but XLA on CPU computes this weight gradient ~50x faster
-  than the convolution's (train/BENCHMARKS.md).
+  Same parameter as ``nn.Conv`` (``kernel`` (k, k, in, out), torchvision's
+  initialiser) and the same function, computed by :func:`canon_jax.nn.conv.conv2d`:
+  1 x 1 kernels as a matmul, the kernel gradient of the others as matmuls (XLA:CPU's
+  own kernel gradients are 1.3-50x slower; train/BENCHMARKS.md).
   """
   features: int
+  kernel_size: int
   strides: int
   dtype: Any = None
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
-    kernel = self.param("kernel", _CONV_INIT, (1, 1, x.shape[-1], self.features))
+    k = self.kernel_size
+    kernel = self.param("kernel", _CONV_INIT, (k, k, x.shape[-1], self.features))
     x, kernel = nn.dtypes.promote_dtype(x, kernel, dtype=self.dtype)
-    s = self.strides
-    return pointwise(x[:, ::s, ::s], kernel[0, 0])
+    pad = k // 2
+    return conv2d(x, kernel, self.strides, ((pad, pad), (pad, pad)))
 
 
 def _conv(features: int, kernel: int, strides: int, name: str, dtype: Any) -> nn.Module:
-  """Bias-free k x k convolution with torch's symmetric padding ``k // 2``."""
-  if kernel == 1:
-    return _PointwiseConv(features, strides, dtype=dtype, name=name)
-  pad = kernel // 2
-  return nn.Conv(
-      features, (kernel, kernel), strides=(strides, strides), padding=((pad, pad), (pad, pad)),
-      use_bias=False, kernel_init=_CONV_INIT, dtype=dtype, name=name)
+  return _Conv(features, kernel, strides, dtype=dtype, name=name)
 
 
 def _batch_norm(train: bool, name: str, dtype: Any) -> nn.BatchNorm:

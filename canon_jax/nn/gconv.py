@@ -40,6 +40,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from canon_jax.groups import DiscreteGroup, from_name
+from canon_jax.nn.conv import conv2d, pointwise
 from canon_jax.transforms import _exact, _source_coords
 
 Basis = Literal["auto", "pixel", "steerable"]
@@ -171,20 +172,11 @@ def _he_init(variance: float):
   return init
 
 
-def pointwise(x: jax.Array, matrix: jax.Array) -> jax.Array:
-  """(..., C_in) @ (C_in, C_out) as one 2-D matmul (XLA:CPU runs the gradients of the
-  2-D form ~30% faster than those of a 4-D einsum; BENCHMARKS.md)."""
-  return (x.reshape(-1, x.shape[-1]) @ matrix).reshape(x.shape[:-1] + matrix.shape[-1:])
-
-
 def _conv(x, kernel):
-  """Stride-1 'SAME' correlation, NHWC x HWIO. 1 x 1 kernels run as a matmul: XLA on
-  CPU takes ~50x longer for a 1 x 1 convolution's weight gradient (BENCHMARKS.md)."""
-  if kernel.shape[:2] == (1, 1):
-    return pointwise(x, kernel[0, 0])
-  return jax.lax.conv_general_dilated(
-      x, kernel, window_strides=(1, 1), padding="SAME",
-      dimension_numbers=("NHWC", "HWIO", "NHWC"))
+  """Stride-1 'SAME' correlation, NHWC x HWIO (:func:`canon_jax.nn.conv.conv2d`: 1 x 1
+  kernels as a matmul, kernel gradients as matmuls; XLA:CPU's own are 1.3-50x slower,
+  BENCHMARKS.md)."""
+  return conv2d(x, kernel, 1, "SAME")
 
 
 class _GroupFilterLayer(nn.Module):

@@ -1,0 +1,131 @@
+"""Dense 2-D convolutions whose gradients XLA:CPU computes fast.
+
+``lax.conv_general_dilated`` is fast on XLA:CPU forwards and for the input gradient,
+but its *kernel* gradient (a convolution whose "filter" is the output cotangent) runs
+1.3-5x slower than the forward (train/BENCHMARKS.md, 2026-11-28 20:20). The functions
+here compute the same numbers with matmuls where that is faster:
+
+* :func:`pointwise`: a 1 x 1 convolution as one 2-D matmul.
+* :func:`conv2d`: ``lax.conv_general_dilated`` forward and input gradient, kernel
+  gradient as matmuls over the kernel's taps (a ``jax.custom_vjp``).
+
+Layouts: images NHWC ``(B, H, W, C_in)``, kernels HWIO ``(kh, kw, C_in, C_out)``;
+correlation (no kernel flip), as in ``lax.conv_general_dilated`` and ``torch.nn.Conv2d``.
+Extra leading batch axes are supported through ``jax.vmap``.
+"""
+from __future__ import annotations
+
+import functools
+from typing import Sequence, Union
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+Padding = Union[str, Sequence[tuple[int, int]]]
+
+_DIMENSION_NUMBERS = ("NHWC", "HWIO", "NHWC")
+# Kernel gradients with at most this many rows (kh * kw * C_in) build the whole patch
+# matrix (one matmul, memory kh * kw times the input); larger ones accumulate one
+# matmul per tap. Measured on XLA:CPU (BENCHMARKS.md): the stem 7x7x3 is 1.3x faster
+# as one matmul at B=32, a 3x3x64 kernel 1.2x faster tap by tap.
+_MAX_PATCH_ROWS = 256
+
+
+def pointwise(x: jax.Array, matrix: jax.Array) -> jax.Array:
+  """``(..., C_in) @ (C_in, C_out)`` as one 2-D matmul.
+
+  XLA:CPU runs the gradients of the 2-D form ~30% faster than those of a 4-D einsum,
+  and ~50x faster than a 1 x 1 convolution's kernel gradient (BENCHMARKS.md).
+  """
+  return (x.reshape(-1, x.shape[-1]) @ matrix).reshape(x.shape[:-1] + matrix.shape[-1:])
+
+
+def conv2d(x: jax.Array, kernel: jax.Array, strides: int | tuple[int, int] = 1,
+           padding: Padding = "SAME") -> jax.Array:
+  """2-D correlation ``(B, H, W, C_in) x (kh, kw, C_in, C_out) -> (B, H', W', C_out)``.
+
+  The same function as ``lax.conv_general_dilated(x, kernel, strides, padding,
+  dimension_numbers=("NHWC", "HWIO", "NHWC"))`` (no dilation, no groups), with a
+  kernel gradient computed by matmuls. 1 x 1 kernels without padding are a strided
+  subsampling and a matmul (:func:`pointwise`).
+
+  Args:
+    x: NHWC images or feature maps.
+    kernel: HWIO kernel; ``kernel.shape[2]`` must equal ``x.shape[-1]``.
+    strides: one stride for both axes, or ``(sh, sw)``.
+    padding: ``"SAME"``, ``"VALID"`` or ``((top, bottom), (left, right))`` (>= 0).
+  """
+  if x.ndim != 4:
+    raise ValueError(f"conv2d expects NHWC inputs of rank 4, got shape {x.shape}")
+  if kernel.ndim != 4 or kernel.shape[2] != x.shape[-1]:
+    raise ValueError(f"kernel must be (kh, kw, C_in, C_out) with C_in = {x.shape[-1]} "
+                     f"channels of x; got kernel shape {kernel.shape}")
+  strides = (strides, strides) if isinstance(strides, int) else tuple(strides)
+  pads = _explicit_padding(x.shape[1:3], kernel.shape[:2], strides, padding)
+  if kernel.shape[:2] == (1, 1) and pads == ((0, 0), (0, 0)):
+    return pointwise(x[:, ::strides[0], ::strides[1]], kernel[0, 0])
+  return _conv(x, kernel, strides, pads)
+
+
+def _explicit_padding(spatial, window, strides, padding) -> tuple[tuple[int, int], ...]:
+  if isinstance(padding, str):
+    if padding.upper() not in ("SAME", "VALID"):
+      raise ValueError(f"padding must be 'SAME', 'VALID' or ((top, bottom), (left, right)); "
+                       f"got {padding!r}")
+    return tuple(lax.padtype_to_pads(spatial, window, strides, padding.upper()))
+  pads = tuple((int(lo), int(hi)) for lo, hi in padding)
+  if len(pads) != 2 or min(min(p) for p in pads) < 0:
+    raise ValueError(f"padding must be two non-negative (low, high) pairs; got {padding!r}")
+  return pads
+
+
+def _lax_conv(x, kernel, strides, pads):
+  return lax.conv_general_dilated(x, kernel, strides, pads,
+                                  dimension_numbers=_DIMENSION_NUMBERS)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def _conv(x, kernel, strides, pads):
+  return _lax_conv(x, kernel, strides, pads)
+
+
+def _conv_fwd(x, kernel, strides, pads):
+  return _lax_conv(x, kernel, strides, pads), (x, kernel)
+
+
+def _conv_bwd(strides, pads, residuals, ct):
+  x, kernel = residuals
+  _, input_vjp = jax.vjp(lambda x: _lax_conv(x, kernel, strides, pads), x)
+  return input_vjp(ct)[0], _kernel_gradient(x, ct, kernel.shape, strides, pads).astype(
+      kernel.dtype)
+
+
+_conv.defvjp(_conv_fwd, _conv_bwd)
+
+
+def _kernel_gradient(x, ct, kernel_shape, strides, pads):
+  """``d<ct, conv(x, w)>/dw``: for every tap (dy, dx), the input pixels that tap reads,
+  ``(N, C_in)``, transposed times the cotangent ``(N, C_out)``."""
+  kh, kw, cin, cout = kernel_shape
+  (sh, sw), (_, ho, wo, _) = strides, ct.shape
+  xp = jnp.pad(x, ((0, 0), pads[0], pads[1], (0, 0)))
+
+  def tap(dy, dx):  # (B, H', W', C_in): what kernel[dy, dx] multiplies
+    return xp[:, dy:dy + sh * (ho - 1) + 1:sh, dx:dx + sw * (wo - 1) + 1:sw, :]
+
+  ct = ct.reshape(-1, cout)
+  taps = [(dy, dx) for dy in range(kh) for dx in range(kw)]
+  if kh * kw * cin <= _MAX_PATCH_ROWS:
+    patches = jnp.stack([tap(dy, dx) for dy, dx in taps], axis=3).reshape(-1, kh * kw * cin)
+    grad = _transposed_matmul(patches, ct)
+  else:
+    grad = jnp.stack([_transposed_matmul(tap(dy, dx).reshape(-1, cin), ct)
+                      for dy, dx in taps])
+  return grad.reshape(kernel_shape)
+
+
+def _transposed_matmul(a, b):
+  """``a.T @ b`` accumulated in float32 at least."""
+  return lax.dot_general(a, b, (((0,), (0,)), ((), ())),
+                         preferred_element_type=jnp.promote_types(a.dtype, jnp.float32))

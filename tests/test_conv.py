@@ -1,0 +1,88 @@
+"""canon_jax.nn.conv: dense convolutions whose gradients XLA:CPU computes fast.
+
+``conv2d`` must be ``lax.conv_general_dilated`` in value and in both gradients (its
+kernel gradient is computed by matmuls instead of XLA's filter-gradient convolution).
+"""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from canon_jax.nn import conv as cconv
+
+DN = ("NHWC", "HWIO", "NHWC")
+
+
+def _reference(x, kernel, strides, padding):
+  return jax.lax.conv_general_dilated(x, kernel, (strides, strides), padding,
+                                      dimension_numbers=DN)
+
+
+@pytest.mark.parametrize("size,cin,cout,k,strides,padding", [
+    (9, 3, 4, 7, 2, ((3, 3), (3, 3))),     # ResNet's stem; 9 + 6 - 7 not divisible by 2
+    (8, 5, 6, 3, 1, ((1, 1), (1, 1))),     # stride-1 3x3
+    (9, 5, 6, 3, 2, ((1, 1), (1, 1))),     # strided 3x3, odd input
+    (8, 4, 3, 3, 1, ((0, 0), (0, 0))),     # VALID
+    (7, 2, 3, 5, 1, ((2, 1), (0, 2))),     # asymmetric padding
+    (8, 3, 5, 4, 4, ((0, 0), (0, 0))),     # patchify (ViT-like)
+    (6, 4, 4, 1, 1, ((0, 0), (0, 0))),     # 1x1
+])
+@pytest.mark.parametrize("max_patch_rows", [0, 10**6], ids=["tap_by_tap", "patch_matrix"])
+def test_conv2d_value_and_both_gradients_match_lax(size, cin, cout, k, strides, padding,
+                                                   max_patch_rows, monkeypatch):
+  monkeypatch.setattr(cconv, "_MAX_PATCH_ROWS", max_patch_rows)
+  kx, kk, kc = jax.random.split(jax.random.key(1), 3)
+  x = jax.random.normal(kx, (2, size, size + 1, cin))
+  kernel = jax.random.normal(kk, (k, k, cin, cout)) / k
+  y_ref = _reference(x, kernel, strides, padding)
+  y = cconv.conv2d(x, kernel, strides, padding)
+  np.testing.assert_allclose(y, y_ref, rtol=1e-5, atol=1e-5)
+  ct = jax.random.normal(kc, y_ref.shape)
+
+  def loss(f):
+    return lambda x, w: jnp.sum(jnp.sin(f(x, w)) * ct)
+
+  got = jax.jit(jax.grad(loss(lambda x, w: cconv.conv2d(x, w, strides, padding)),
+                         argnums=(0, 1)))(x, kernel)
+  want = jax.grad(loss(lambda x, w: _reference(x, w, strides, padding)),
+                  argnums=(0, 1))(x, kernel)
+  for g, w in zip(got, want):
+    assert g.shape == w.shape
+    np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-4 * float(jnp.abs(w).max()))
+
+
+def test_conv2d_same_padding_string_and_vmap():
+  x = jax.random.normal(jax.random.key(2), (3, 2, 6, 6, 2))
+  kernel = jax.random.normal(jax.random.key(3), (3, 3, 2, 3))
+  got = jax.vmap(lambda x: cconv.conv2d(x, kernel, 1, "SAME"))(x)
+  want = jax.vmap(lambda x: _reference(x, kernel, 1, "SAME"))(x)
+  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+  grad = jax.grad(lambda w: jnp.sum(jax.vmap(lambda x: cconv.conv2d(x, w, 1, "SAME"))(x) ** 2))
+  grad_ref = jax.grad(lambda w: jnp.sum(jax.vmap(lambda x: _reference(x, w, 1, "SAME"))(x) ** 2))
+  np.testing.assert_allclose(grad(kernel), grad_ref(kernel), rtol=1e-4, atol=1e-3)
+
+
+def test_conv2d_bfloat16_kernel_gradient_keeps_the_kernel_dtype():
+  x = jax.random.normal(jax.random.key(4), (2, 6, 6, 3), jnp.bfloat16)
+  kernel = jax.random.normal(jax.random.key(5), (3, 3, 3, 4), jnp.bfloat16)
+  g = jax.grad(lambda w: jnp.sum(cconv.conv2d(x, w, 1, "SAME").astype(jnp.float32)))(kernel)
+  ref = jax.grad(lambda w: jnp.sum(_reference(x, w, 1, "SAME").astype(jnp.float32)))(kernel)
+  assert g.dtype == jnp.bfloat16
+  np.testing.assert_allclose(g.astype(np.float32), ref.astype(np.float32), rtol=5e-2, atol=0.3)
+
+
+def test_conv2d_rejects_bad_input():
+  x = jnp.zeros((1, 5, 5, 2))
+  with pytest.raises(ValueError, match="NHWC"):
+    cconv.conv2d(x[0], jnp.zeros((3, 3, 2, 2)), 1, "SAME")
+  with pytest.raises(ValueError, match="channels"):
+    cconv.conv2d(x, jnp.zeros((3, 3, 3, 2)), 1, "SAME")
+  with pytest.raises(ValueError, match="padding"):
+    cconv.conv2d(x, jnp.zeros((3, 3, 2, 2)), 1, "FULL")
+
+
+def test_pointwise_is_a_1x1_convolution():
+  x = jax.random.normal(jax.random.key(6), (2, 4, 5, 3))
+  m = jax.random.normal(jax.random.key(7), (3, 6))
+  np.testing.assert_allclose(cconv.pointwise(x, m), _reference(x, m[None, None], 1, "VALID"),
+                             rtol=1e-5, atol=1e-5)
