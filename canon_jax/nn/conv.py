@@ -104,24 +104,35 @@ def _conv_bwd(strides, pads, residuals, ct):
 _conv.defvjp(_conv_fwd, _conv_bwd)
 
 
+def window_taps(x: jax.Array, window: tuple[int, int], strides: tuple[int, int],
+                pads: Sequence[tuple[int, int]], out_shape: tuple[int, int] | None = None
+                ) -> list[jax.Array]:
+  """The ``kh * kw`` strided views a correlation reads, row-major over the window.
+
+  Tap ``dy * kw + dx`` is ``(B, H', W', C)``: the (zero-padded) input pixels that
+  ``kernel[dy, dx]`` multiplies. Stacking the taps gives im2col patches.
+  ``out_shape`` is ``(H', W')``; computed from the input when omitted.
+  """
+  (kh, kw), (sh, sw) = window, strides
+  xp = jnp.pad(x, ((0, 0), tuple(pads[0]), tuple(pads[1]), (0, 0)))
+  if out_shape is None:
+    out_shape = ((xp.shape[1] - kh) // sh + 1, (xp.shape[2] - kw) // sw + 1)
+  ho, wo = out_shape
+  return [xp[:, dy:dy + sh * (ho - 1) + 1:sh, dx:dx + sw * (wo - 1) + 1:sw, :]
+          for dy in range(kh) for dx in range(kw)]
+
+
 def _kernel_gradient(x, ct, kernel_shape, strides, pads):
-  """``d<ct, conv(x, w)>/dw``: for every tap (dy, dx), the input pixels that tap reads,
-  ``(N, C_in)``, transposed times the cotangent ``(N, C_out)``."""
+  """``d<ct, conv(x, w)>/dw``: for every tap, the input pixels it reads ``(N, C_in)``,
+  transposed, times the cotangent ``(N, C_out)``."""
   kh, kw, cin, cout = kernel_shape
-  (sh, sw), (_, ho, wo, _) = strides, ct.shape
-  xp = jnp.pad(x, ((0, 0), pads[0], pads[1], (0, 0)))
-
-  def tap(dy, dx):  # (B, H', W', C_in): what kernel[dy, dx] multiplies
-    return xp[:, dy:dy + sh * (ho - 1) + 1:sh, dx:dx + sw * (wo - 1) + 1:sw, :]
-
+  taps = window_taps(x, (kh, kw), strides, pads, ct.shape[1:3])
   ct = ct.reshape(-1, cout)
-  taps = [(dy, dx) for dy in range(kh) for dx in range(kw)]
   if kh * kw * cin <= _MAX_PATCH_ROWS:
-    patches = jnp.stack([tap(dy, dx) for dy, dx in taps], axis=3).reshape(-1, kh * kw * cin)
+    patches = jnp.stack(taps, axis=3).reshape(-1, kh * kw * cin)
     grad = _transposed_matmul(patches, ct)
   else:
-    grad = jnp.stack([_transposed_matmul(tap(dy, dx).reshape(-1, cin), ct)
-                      for dy, dx in taps])
+    grad = jnp.stack([_transposed_matmul(t.reshape(-1, cin), ct) for t in taps])
   return grad.reshape(kernel_shape)
 
 

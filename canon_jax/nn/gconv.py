@@ -3,8 +3,9 @@
 Feature layout: a regular feature map is (B, H, W, C, |G|); inside a convolution it
 is flattened to (B, H, W, C*|G|) with the group axis fastest (index c*|G| + g).
 
-Every layer is a single ``lax.conv_general_dilated`` whose kernel is assembled at
-trace time from the parameters:
+Every layer is a single correlation (:func:`canon_jax.nn.conv.conv2d`; a matmul for
+1 x 1 kernels and for the steerable lift's basis responses) whose kernel is assembled
+at trace time from the parameters:
 
 * **lifting layer**: output element ``h`` correlates the image with ``h . psi``
   (the base filter transformed like an image: mirrored, then rotated
@@ -40,7 +41,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from canon_jax.groups import DiscreteGroup, from_name
-from canon_jax.nn.conv import conv2d, pointwise
+from canon_jax.nn.conv import conv2d, pointwise, window_taps
 from canon_jax.transforms import _exact, _source_coords
 
 Basis = Literal["auto", "pixel", "steerable"]
@@ -216,8 +217,9 @@ class LiftingConv(_GroupFilterLayer):
   features``, the image is first correlated with the |G| nb fixed basis copies,
   one input channel at a time, and the coefficients mix the responses after
   (``out[..., o, h] = sum_{c, j} corr(x_c, h . psi_j) a[j, c, o]``, the same sum
-  in another order): fewer FLOPs, and no filter gradient of a k x k convolution
-  (slow on XLA:CPU; ``train/BENCHMARKS.md``).
+  in another order): fewer FLOPs, and no filter gradient of a k x k convolution.
+  The correlations with the basis are one matmul on im2col patches (k^2 times the
+  input's memory, transient).
   """
 
   @nn.compact
@@ -231,13 +233,13 @@ class LiftingConv(_GroupFilterLayer):
         k * k * self.features):
       basis, coeffs = bank
       nb = basis.shape[-1]
-      # (k, k, 1, n * nb) basis filters, repeated for each input channel.
-      filters = jnp.transpose(basis, (1, 2, 0, 3)).reshape(k, k, 1, n * nb)
-      z = jax.lax.conv_general_dilated(
-          x, jnp.tile(filters, (1, 1, 1, c_in)).astype(x.dtype), window_strides=(1, 1),
-          padding="SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"),
-          feature_group_count=c_in)
-      z = z.reshape(x.shape[:3] + (c_in, n, nb))
+      # im2col (B, H, W, c, k*k) @ (k*k, n * nb) basis filters: every input channel
+      # against every basis copy in one matmul (a grouped convolution is ~10x slower
+      # on XLA:CPU; BENCHMARKS.md).
+      pad = (k // 2, k // 2)
+      patches = jnp.stack(window_taps(x, (k, k), (1, 1), (pad, pad)), axis=-1)
+      filters = jnp.transpose(basis, (1, 2, 0, 3)).reshape(k * k, n * nb)
+      z = pointwise(patches, filters.astype(x.dtype)).reshape(x.shape[:3] + (c_in, n, nb))
       # (B, H, W, g, j, c) @ ((j, c), o): one matmul over the basis and the channels.
       mixed = pointwise(
           jnp.transpose(z, (0, 1, 2, 4, 5, 3)).reshape(x.shape[:3] + (n, nb * c_in)),
