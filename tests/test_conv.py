@@ -27,10 +27,13 @@ def _reference(x, kernel, strides, padding):
     (8, 3, 5, 4, 4, ((0, 0), (0, 0))),     # patchify (ViT-like)
     (6, 4, 4, 1, 1, ((0, 0), (0, 0))),     # 1x1
 ])
-@pytest.mark.parametrize("max_patch_rows", [0, 10**6], ids=["tap_by_tap", "patch_matrix"])
+@pytest.mark.parametrize("max_patch_rows,max_col2im_pixels", [(0, 0), (10**6, 10**6)],
+                         ids=["taps_and_xla_input_grad", "patches_and_col2im"])
 def test_conv2d_value_and_both_gradients_match_lax(size, cin, cout, k, strides, padding,
-                                                   max_patch_rows, monkeypatch):
+                                                   max_patch_rows, max_col2im_pixels,
+                                                   monkeypatch):
   monkeypatch.setattr(cconv, "_MAX_PATCH_ROWS", max_patch_rows)
+  monkeypatch.setattr(cconv, "_MAX_COL2IM_PIXELS", max_col2im_pixels)
   kx, kk, kc = jax.random.split(jax.random.key(1), 3)
   x = jax.random.normal(kx, (2, size, size + 1, cin))
   kernel = jax.random.normal(kk, (k, k, cin, cout)) / k
@@ -86,3 +89,28 @@ def test_pointwise_is_a_1x1_convolution():
   m = jax.random.normal(jax.random.key(7), (3, 6))
   np.testing.assert_allclose(cconv.pointwise(x, m), _reference(x, m[None, None], 1, "VALID"),
                              rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("window,strides,padding", [
+    (3, 2, ((1, 1), (1, 1))),   # ResNet's stem pooling
+    (2, 2, "VALID"),
+    (3, 1, "SAME"),
+    ((2, 3), (1, 2), ((0, 1), (1, 0))),
+])
+def test_max_pool2d_matches_flax_in_value_and_gradient(window, strides, padding):
+  import flax.linen as nn
+  x = jax.random.normal(jax.random.key(8), (2, 7, 8, 3))   # no ties
+  w = (window, window) if isinstance(window, int) else window
+  s = (strides, strides) if isinstance(strides, int) else strides
+  want_fn = lambda x: nn.max_pool(x, w, strides=s, padding=padding)
+  got_fn = lambda x: cconv.max_pool2d(x, window, strides, padding)
+  np.testing.assert_array_equal(got_fn(x), want_fn(x))
+  ct = jax.random.normal(jax.random.key(9), want_fn(x).shape)
+  np.testing.assert_array_equal(jax.grad(lambda x: jnp.sum(got_fn(x) * ct))(x),
+                                jax.grad(lambda x: jnp.sum(want_fn(x) * ct))(x))
+
+
+def test_max_pool2d_shares_the_gradient_of_ties():
+  x = jnp.zeros((1, 2, 2, 1)).at[0, 0, :, 0].set(1.0)   # two maxima in one window
+  g = jax.grad(lambda x: jnp.sum(cconv.max_pool2d(x, 2, 2)))(x)
+  np.testing.assert_allclose(g[0, :, :, 0], [[0.5, 0.5], [0.0, 0.0]])

@@ -38,7 +38,7 @@ import jax
 import jax.numpy as jnp
 
 from canon_jax._checks import check_nhwc
-from canon_jax.nn.conv import conv2d
+from canon_jax.nn.conv import conv2d, max_pool2d
 
 Initializer = Callable[..., jax.Array]
 
@@ -175,7 +175,7 @@ class ResNet(nn.Module):
     block_cls = _BLOCKS[self.block]
     x = _conv(self.width, 7, 2, "conv1", self.dtype)(x)
     x = nn.relu(_batch_norm(train, "bn1", self.dtype)(x))
-    x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
+    x = max_pool2d(x, 3, 2, ((1, 1), (1, 1)))
     for i, num_blocks in enumerate(self.stage_sizes):
       for j in range(num_blocks):
         strides = 2 if i > 0 and j == 0 else 1

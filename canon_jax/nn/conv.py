@@ -6,8 +6,11 @@ but its *kernel* gradient (a convolution whose "filter" is the output cotangent)
 here compute the same numbers with matmuls where that is faster:
 
 * :func:`pointwise`: a 1 x 1 convolution as one 2-D matmul.
-* :func:`conv2d`: ``lax.conv_general_dilated`` forward and input gradient, kernel
-  gradient as matmuls over the kernel's taps (a ``jax.custom_vjp``).
+* :func:`conv2d`: ``lax.conv_general_dilated`` forward; kernel gradient as matmuls
+  over the kernel's taps, input gradient of small outputs as a matmul and col2im (a
+  ``jax.custom_vjp``).
+* :func:`max_pool2d`: max pooling as a maximum over the window's strided views.
+* :func:`window_taps`: those views (im2col without the stacking).
 
 Layouts: images NHWC ``(B, H, W, C_in)``, kernels HWIO ``(kh, kw, C_in, C_out)``;
 correlation (no kernel flip), as in ``lax.conv_general_dilated`` and ``torch.nn.Conv2d``.
@@ -30,6 +33,11 @@ _DIMENSION_NUMBERS = ("NHWC", "HWIO", "NHWC")
 # matmul per tap. Measured on XLA:CPU (BENCHMARKS.md): the stem 7x7x3 is 1.3x faster
 # as one matmul at B=32, a 3x3x64 kernel 1.2x faster tap by tap.
 _MAX_PATCH_ROWS = 256
+# Input gradients of outputs with at most this many pixels (H' * W') run as a matmul and
+# col2im; larger ones as XLA's transposed convolution. XLA:CPU flips and transposes the
+# kernel for the latter, which dominates at 7x7 (B=2, 7x7x512: 18.5 vs 8.3 ms; at 28x28
+# XLA's is faster, BENCHMARKS.md).
+_MAX_COL2IM_PIXELS = 14 * 14
 
 
 def pointwise(x: jax.Array, matrix: jax.Array) -> jax.Array:
@@ -68,6 +76,27 @@ def conv2d(x: jax.Array, kernel: jax.Array, strides: int | tuple[int, int] = 1,
   return _conv(x, kernel, strides, pads)
 
 
+def max_pool2d(x: jax.Array, window: int | tuple[int, int], strides: int | tuple[int, int],
+               padding: Padding = "VALID") -> jax.Array:
+  """Max pooling ``(B, H, W, C) -> (B, H', W', C)`` as an elementwise maximum of the
+  window's strided views (padding with -inf, like ``flax.linen.max_pool``).
+
+  Same values as ``nn.max_pool``; XLA:CPU runs this forward + backward ~2x faster than
+  ``reduce_window`` and its select-and-scatter gradient (BENCHMARKS.md). Gradients of
+  tied maxima are shared equally among them (``jnp.maximum``'s rule) instead of going
+  to one of them: the same sum, another subgradient.
+  """
+  if x.ndim != 4:
+    raise ValueError(f"max_pool2d expects NHWC inputs of rank 4, got shape {x.shape}")
+  window = (window, window) if isinstance(window, int) else tuple(window)
+  strides = (strides, strides) if isinstance(strides, int) else tuple(strides)
+  pads = _explicit_padding(x.shape[1:3], window, strides, padding)
+  (kh, kw), (sh, sw) = window, strides
+  xp = jnp.pad(x, ((0, 0), pads[0], pads[1], (0, 0)), constant_values=-jnp.inf)
+  taps = window_taps(xp, window, strides, ((0, 0), (0, 0)))
+  return functools.reduce(jnp.maximum, taps)
+
+
 def _explicit_padding(spatial, window, strides, padding) -> tuple[tuple[int, int], ...]:
   if isinstance(padding, str):
     if padding.upper() not in ("SAME", "VALID"):
@@ -96,9 +125,12 @@ def _conv_fwd(x, kernel, strides, pads):
 
 def _conv_bwd(strides, pads, residuals, ct):
   x, kernel = residuals
-  _, input_vjp = jax.vjp(lambda x: _lax_conv(x, kernel, strides, pads), x)
-  return input_vjp(ct)[0], _kernel_gradient(x, ct, kernel.shape, strides, pads).astype(
-      kernel.dtype)
+  if ct.shape[1] * ct.shape[2] <= _MAX_COL2IM_PIXELS:
+    dx = _input_gradient(x.shape, ct, kernel, strides, pads)
+  else:
+    _, input_vjp = jax.vjp(lambda x: _lax_conv(x, kernel, strides, pads), x)
+    dx = input_vjp(ct)[0]
+  return dx, _kernel_gradient(x, ct, kernel.shape, strides, pads).astype(kernel.dtype)
 
 
 _conv.defvjp(_conv_fwd, _conv_bwd)
@@ -134,6 +166,22 @@ def _kernel_gradient(x, ct, kernel_shape, strides, pads):
   else:
     grad = jnp.stack([_transposed_matmul(t.reshape(-1, cin), ct) for t in taps])
   return grad.reshape(kernel_shape)
+
+
+def _input_gradient(x_shape, ct, kernel, strides, pads):
+  """``d<ct, conv(x, w)>/dx`` as one matmul ``ct (N, C_out) @ w.T -> (N, kh kw C_in)``
+  and col2im: every tap's columns added back where that tap read them."""
+  kh, kw, cin, cout = kernel.shape
+  (sh, sw), (b, ho, wo, _) = strides, ct.shape
+  cols = lax.dot_general(ct.reshape(-1, cout), kernel.reshape(-1, cout),
+                         (((1,), (1,)), ((), ()))).reshape(b, ho, wo, kh, kw, cin)
+  (top, bottom), (left, right) = pads
+  dxp = jnp.zeros((b, x_shape[1] + top + bottom, x_shape[2] + left + right, cin), cols.dtype)
+  for dy in range(kh):
+    for dx in range(kw):
+      dxp = dxp.at[:, dy:dy + sh * (ho - 1) + 1:sh, dx:dx + sw * (wo - 1) + 1:sw, :].add(
+          cols[:, :, :, dy, dx, :])
+  return dxp[:, top:top + x_shape[1], left:left + x_shape[2], :]
 
 
 def _transposed_matmul(a, b):
