@@ -102,8 +102,18 @@ def test_without_the_bench_extra_jax_rows_still_run(monkeypatch):
   assert "equiadapt" in row["baseline_missing"]
 
 
+def test_batch_overrides_every_row(tmp_path):
+  result = _load(tmp_path, ["--tiny", "--no-reference", "--batch", "3",
+                            "--rows", "canonicalizer"])
+  assert result["sizes"]["canon_batch"] == result["sizes"]["train_batch"] == 3
+  (row,) = result["rows"]
+  assert row["batch"] == 3 and row["canon_jax"]["examples"] == 3
+
+
 def test_rejects_unknown_rows_and_devices():
   with pytest.raises(ValueError, match="rows must be among"):
     benchmark.run("tiny", ("nope",))
   with pytest.raises(ValueError, match="device must be"):
     benchmark.run("tiny", ("canonicalizer",), device="tpu")
+  with pytest.raises(ValueError, match="batch must be"):
+    benchmark.run("tiny", ("canonicalizer",), batch=0)

@@ -922,7 +922,8 @@ def format_table(result: dict[str, Any]) -> str:
 def run(mode: str = "quick", rows: tuple[str, ...] = ROWS, *, reference: bool = True,
         device: str = "cpu", flops: bool = False, threads: int | None = None,
         profile: bool = False, iters: int | None = None, warmup: int | None = None,
-        log: Callable[[str], None] = print, command: str | None = None
+        batch: int | None = None, log: Callable[[str], None] = print,
+        command: str | None = None
         ) -> dict[str, Any]:
   """Runs the benchmark; returns the JSON-able result (see the module docstring).
 
@@ -935,6 +936,7 @@ def run(mode: str = "quick", rows: tuple[str, ...] = ROWS, *, reference: bool = 
     threads: cores for both frameworks (default: all this process may use).
     profile: add :func:`profile_breakdown` under ``"profile"``.
     iters, warmup: override the mode's timed / warm-up steps.
+    batch: override every row's batch size (between --quick and the full sizes).
     log: progress messages.
     command: how the run was started, for the record (default: this call).
   """
@@ -950,6 +952,11 @@ def run(mode: str = "quick", rows: tuple[str, ...] = ROWS, *, reference: bool = 
     raise RuntimeError(f"--device {device} but JAX's default backend is "
                        f"{jax.default_backend()!r} (set JAX_PLATFORMS={device}).")
   sizes = MODES[mode]
+  if batch is not None:
+    if batch < 1:
+      raise ValueError(f"batch must be >= 1; got {batch}.")
+    sizes = dataclasses.replace(sizes, canon_batch=batch, train_batch=batch,
+                                cloud_batch=batch, infer_batch=batch)
   if iters is not None or warmup is not None:
     sizes = dataclasses.replace(sizes, iters=iters or sizes.iters,
                                 warmup=sizes.warmup if warmup is None else warmup)
@@ -997,12 +1004,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                       help="time the parts of the canon_jax C8 train step")
   parser.add_argument("--iters", type=int, help="timed steps per side")
   parser.add_argument("--warmup", type=int, help="untimed steps per side after compiling")
+  parser.add_argument("--batch", type=int, help="batch size of every row (overrides the mode's)")
   args = parser.parse_args(argv)
   mode = "quick" if args.quick else "tiny" if args.tiny else "full"
   result = run(mode, tuple(r for r in args.rows.split(",") if r),
                reference=not args.no_reference, device=args.device, flops=args.flops,
                threads=args.threads, profile=args.profile, iters=args.iters,
-               warmup=args.warmup, log=lambda m: print(m, file=sys.stderr, flush=True),
+               warmup=args.warmup, batch=args.batch, log=lambda m: print(m, file=sys.stderr, flush=True),
                command=" ".join(["python -m train.benchmark"]
                                 + (sys.argv[1:] if argv is None else argv)))
   m = result["machine"]
