@@ -7,6 +7,7 @@ inputs (converted to jax / torch arrays), with the same architectures and losses
   python -m train.benchmark --out full.json            # realistic batch sizes
   python -m train.benchmark --quick --flops --profile  # + XLA FLOPs, step breakdown
   python -m train.benchmark --device gpu --out gpu.json  # GPU, FLOPs and MFU
+  python -m train.benchmark --quick --batch 8 --rows train_step  # another batch
 
 Rows (``--rows`` selects some):
 
