@@ -1,9 +1,10 @@
 """Dense 2-D convolutions whose gradients XLA:CPU computes fast.
 
-``lax.conv_general_dilated`` is fast on XLA:CPU forwards and for the input gradient,
-but its *kernel* gradient (a convolution whose "filter" is the output cotangent) runs
-1.3-5x slower than the forward (train/BENCHMARKS.md, 2026-11-28 20:20). The functions
-here compute the same numbers with matmuls where that is faster:
+``lax.conv_general_dilated`` runs fast forwards on XLA:CPU, but its *kernel* gradient
+(a convolution whose "filter" is the output cotangent) takes 1.3-6x the forward's time
+(6x for ResNet's 7x7/2 stem), and its input gradient of small outputs is dominated by
+flipping and transposing the kernel (train/BENCHMARKS.md, 2026-11-28 20:20). The
+functions here compute the same numbers with matmuls where that is faster:
 
 * :func:`pointwise`: a 1 x 1 convolution as one 2-D matmul.
 * :func:`conv2d`: ``lax.conv_general_dilated`` forward; kernel gradient as matmuls
