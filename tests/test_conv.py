@@ -13,6 +13,12 @@ from canon_jax.nn import conv as cconv
 DN = ("NHWC", "HWIO", "NHWC")
 
 
+@pytest.fixture(autouse=True)
+def _custom_gradients_at_test_sizes(monkeypatch):
+  """The matmul gradients run from 5e7 multiply-adds on; test them on tiny inputs."""
+  monkeypatch.setattr(cconv, "_MIN_CUSTOM_MACS", 0)
+
+
 def _reference(x, kernel, strides, padding):
   return jax.lax.conv_general_dilated(x, kernel, (strides, strides), padding,
                                       dimension_numbers=DN)
@@ -82,6 +88,16 @@ def test_conv2d_rejects_bad_input():
     cconv.conv2d(x, jnp.zeros((3, 3, 3, 2)), 1, "SAME")
   with pytest.raises(ValueError, match="padding"):
     cconv.conv2d(x, jnp.zeros((3, 3, 2, 2)), 1, "FULL")
+
+
+def test_small_convolutions_are_plain_lax_convolutions(monkeypatch):
+  monkeypatch.setattr(cconv, "_MIN_CUSTOM_MACS", 10**9)
+  x, kernel = jnp.ones((1, 8, 8, 2)), jnp.ones((3, 3, 2, 2))
+  jaxpr = str(jax.make_jaxpr(lambda x, w: cconv.conv2d(x, w, 1, "SAME"))(x, kernel))
+  assert "custom_vjp" not in jaxpr and "conv_general_dilated" in jaxpr
+  monkeypatch.setattr(cconv, "_MIN_CUSTOM_MACS", 0)
+  jaxpr = str(jax.make_jaxpr(lambda x, w: cconv.conv2d(x, w, 1, "SAME"))(x, kernel))
+  assert "custom_vjp" in jaxpr
 
 
 def test_pointwise_is_a_1x1_convolution():
