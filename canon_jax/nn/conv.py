@@ -80,8 +80,7 @@ def conv2d(x: jax.Array, kernel: jax.Array, strides: int | tuple[int, int] = 1,
   pads = _explicit_padding(x.shape[1:3], kernel.shape[:2], strides, padding)
   if kernel.shape[:2] == (1, 1) and pads == ((0, 0), (0, 0)):
     return pointwise(x[:, ::strides[0], ::strides[1]], kernel[0, 0])
-  out_h = (x.shape[1] + sum(pads[0]) - kernel.shape[0]) // strides[0] + 1
-  out_w = (x.shape[2] + sum(pads[1]) - kernel.shape[1]) // strides[1] + 1
+  out_h, out_w = _output_shape(x.shape[1:3], kernel.shape[:2], strides, pads)
   if x.shape[0] * out_h * out_w * np.prod(kernel.shape) < _MIN_CUSTOM_MACS:
     return _lax_conv(x, kernel, strides, pads)
   return _conv(x, kernel, strides, pads)
@@ -102,7 +101,6 @@ def max_pool2d(x: jax.Array, window: int | tuple[int, int], strides: int | tuple
   window = (window, window) if isinstance(window, int) else tuple(window)
   strides = (strides, strides) if isinstance(strides, int) else tuple(strides)
   pads = _explicit_padding(x.shape[1:3], window, strides, padding)
-  (kh, kw), (sh, sw) = window, strides
   xp = jnp.pad(x, ((0, 0), pads[0], pads[1], (0, 0)), constant_values=-jnp.inf)
   taps = window_taps(xp, window, strides, ((0, 0), (0, 0)))
   return functools.reduce(jnp.maximum, taps)
@@ -118,6 +116,12 @@ def _explicit_padding(spatial, window, strides, padding) -> tuple[tuple[int, int
   if len(pads) != 2 or min(min(p) for p in pads) < 0:
     raise ValueError(f"padding must be two non-negative (low, high) pairs; got {padding!r}")
   return pads
+
+
+def _output_shape(spatial, window, strides, pads) -> tuple[int, int]:
+  """(H', W') of a correlation with explicit padding."""
+  return tuple((size + lo + hi - k) // s + 1
+               for size, k, s, (lo, hi) in zip(spatial, window, strides, pads))
 
 
 def _lax_conv(x, kernel, strides, pads):
@@ -158,9 +162,7 @@ def window_taps(x: jax.Array, window: tuple[int, int], strides: tuple[int, int],
   """
   (kh, kw), (sh, sw) = window, strides
   xp = jnp.pad(x, ((0, 0), tuple(pads[0]), tuple(pads[1]), (0, 0)))
-  if out_shape is None:
-    out_shape = ((xp.shape[1] - kh) // sh + 1, (xp.shape[2] - kw) // sw + 1)
-  ho, wo = out_shape
+  ho, wo = out_shape or _output_shape(x.shape[1:3], window, strides, pads)
   return [xp[:, dy:dy + sh * (ho - 1) + 1:sh, dx:dx + sw * (wo - 1) + 1:sw, :]
           for dy in range(kh) for dx in range(kw)]
 
