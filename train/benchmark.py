@@ -1011,7 +1011,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
   result = run(mode, tuple(r for r in args.rows.split(",") if r),
                reference=not args.no_reference, device=args.device, flops=args.flops,
                threads=args.threads, profile=args.profile, iters=args.iters,
-               warmup=args.warmup, batch=args.batch, log=lambda m: print(m, file=sys.stderr, flush=True),
+               warmup=args.warmup, batch=args.batch,
+               log=lambda m: print(m, file=sys.stderr, flush=True),
                command=" ".join(["python -m train.benchmark"]
                                 + (sys.argv[1:] if argv is None else argv)))
   m = result["machine"]
