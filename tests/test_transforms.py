@@ -67,6 +67,19 @@ def test_interpolated_rotations_agree_with_exact_ones(x):
   np.testing.assert_array_equal(cj.all_transforms(x, "D8")[8::2], cj.all_transforms(x, "D4")[4:])
 
 
+@pytest.mark.parametrize("name", ["C8", "D8", "C6", "D3", "C16"])
+def test_all_transforms_equal_one_element_transforms(name):
+  # all_transforms resamples one copy per 90 (or 180) degrees and turns it with rot90;
+  # every copy must equal that element applied on its own (resampled directly).
+  g = cj.from_name(name)
+  x = jax.random.uniform(KEY, (2, 9, 9, 3))
+  copies = cj.all_transforms(x, g)
+  assert copies.shape == (g.order,) + x.shape
+  for e in range(g.order):
+    np.testing.assert_allclose(copies[e], cj.transform_images(x, g, elements(e, 2)),
+                               atol=2e-6, err_msg=f"{name} element {e}")
+
+
 def test_c8_action_on_smooth_images_is_close_to_homomorphism():
   x = smooth_disk_images(KEY, 2, 48, cutoff=0.06)
   g = cj.cyclic(8)
