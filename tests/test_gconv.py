@@ -105,3 +105,30 @@ def test_bad_layer_arguments():
     cnn.GroupConv("C4", 2).init(KEY, jnp.zeros((1, 8, 8, 2, 8)))
   with pytest.raises(ValueError, match="even H and W"):
     cnn.group_avg_pool(jnp.zeros((1, 7, 7, 2, 4)))
+
+
+@pytest.mark.parametrize("name", ["C8", "C4", "C6", "C2"])
+def test_pointwise_group_conv_in_the_group_fourier_basis_equals_the_dense_one(
+    name, monkeypatch):
+  # Above _MIN_FOURIER_MACS a 1 x 1 C_n layer (n even) mixes channels per frequency of
+  # the group axis; values and gradients (input and weights) must be the dense ones,
+  # and the layer must stay equivariant.
+  from canon_jax.nn import gconv as cgconv
+  g = cj.from_name(name)
+  f = jax.random.normal(KEY, (2, 5, 5, 3, g.order))
+  layer = cnn.GroupConv(g, features=4, kernel_size=1)
+  v = layer.init(KEY, f)
+  ct = jax.random.normal(jax.random.PRNGKey(1), (2, 5, 5, 4, g.order))
+
+  def value_and_grads(threshold):
+    monkeypatch.setattr(cgconv, "_MIN_FOURIER_MACS", threshold)
+    y, vjp = jax.vjp(layer.apply, v, f)
+    return y, vjp(ct)
+
+  dense, fourier = value_and_grads(10**12), value_and_grads(0)
+  for a, b in zip(jax.tree.leaves(dense), jax.tree.leaves(fourier)):
+    np.testing.assert_allclose(b, a, atol=2e-5, rtol=1e-5)
+  y = fourier[0]
+  for k in range(g.order):                 # pointwise: the group axis alone moves
+    perm = g.regular_permutation(k)        # (k . f)[..., h] = f[..., k^-1 h]
+    np.testing.assert_allclose(layer.apply(v, f[..., perm]), y[..., perm], atol=2e-5)
