@@ -5,7 +5,9 @@ is flattened to (B, H, W, C*|G|) with the group axis fastest (index c*|G| + g).
 
 Every layer is a single correlation (:func:`canon_jax.nn.conv.conv2d`; a matmul for
 1 x 1 kernels and for the steerable lift's basis responses) whose kernel is assembled
-at trace time from the parameters:
+at trace time from the parameters. Large 1 x 1 layers of C_n (n even) run the same
+matrix block-diagonalised by a real Fourier basis of the group axis (``n/4`` of the
+multiply-adds; ``_fourier_pointwise``):
 
 * **lifting layer**: output element ``h`` correlates the image with ``h . psi``
   (the base filter transformed like an image: mirrored, then rotated
