@@ -118,6 +118,7 @@ def test_pointwise_group_conv_in_the_group_fourier_basis_equals_the_dense_one(
   f = jax.random.normal(KEY, (2, 5, 5, 3, g.order))
   layer = cnn.GroupConv(g, features=4, kernel_size=1)
   v = layer.init(KEY, f)
+  v = {"params": {**v["params"], "bias": jax.random.normal(jax.random.PRNGKey(2), (4,))}}
   ct = jax.random.normal(jax.random.PRNGKey(1), (2, 5, 5, 4, g.order))
 
   def value_and_grads(threshold):
