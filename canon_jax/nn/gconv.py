@@ -6,7 +6,7 @@ is flattened to (B, H, W, C*|G|) with the group axis fastest (index c*|G| + g).
 Every layer is a single correlation (:func:`canon_jax.nn.conv.conv2d`; a matmul for
 1 x 1 kernels and for the steerable lift's basis responses) whose kernel is assembled
 at trace time from the parameters. Large 1 x 1 layers of C_n (n even) run the same
-matrix block-diagonalised by a real Fourier basis of the group axis (``n/4`` of the
+matrix block-diagonalised by a real Fourier basis of the group axis (``2/n`` of the
 multiply-adds; ``_fourier_pointwise``):
 
 * **lifting layer**: output element ``h`` correlates the image with ``h . psi``
@@ -291,6 +291,8 @@ _MIN_FOURIER_MACS = 50_000_000
 
 
 def _use_fourier(group: DiscreteGroup, shape: tuple[int, ...], c_out: int) -> bool:
+  """Whether a 1 x 1 layer on features of ``shape`` (B, H, W, C_in, n) runs
+  :func:`_fourier_pointwise`: C_n, n even and >= 4, and a large enough layer."""
   n, c_in = group.order, shape[-2]
   macs = int(np.prod(shape[:3])) * c_in * n * c_out * n
   return (not group.reflections and n % 2 == 0 and n >= 4
