@@ -69,8 +69,8 @@ def test_interpolated_rotations_agree_with_exact_ones(x):
 
 @pytest.mark.parametrize("name", ["C8", "D8", "C6", "D3", "C16"])
 def test_all_transforms_equal_one_element_transforms(name):
-  # all_transforms resamples one copy per 90 (or 180) degrees and turns it with rot90;
-  # every copy must equal that element applied on its own (resampled directly).
+  # all_transforms stacks every element's copy of the batch; each copy must equal that
+  # element applied on its own (transform_images resamples per sample).
   g = cj.from_name(name)
   x = jax.random.uniform(KEY, (2, 9, 9, 3))
   copies = cj.all_transforms(x, g)
