@@ -275,9 +275,10 @@ class GroupConv(_GroupFilterLayer):
         k, k, c_in * n, self.features * n)
     if k == 1 and _use_fourier(group, f.shape, self.features):
       y = _fourier_pointwise(f, kernel[0, 0].astype(f.dtype), self.features)
-      return self._add_bias(y)
-    y = _conv(f.reshape(f.shape[:3] + (c_in * n,)), kernel.astype(f.dtype))
-    return self._add_bias(y.reshape(f.shape[:3] + (self.features, n)))
+    else:
+      y = _conv(f.reshape(f.shape[:3] + (c_in * n,)), kernel.astype(f.dtype)).reshape(
+          f.shape[:3] + (self.features, n))
+    return self._add_bias(y)
 
 
 # A 1 x 1 layer of C_n is a convolution over the group axis: its (C_in n, C_out n)
