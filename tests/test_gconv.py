@@ -5,6 +5,7 @@ import pytest
 
 import canon_jax as cj
 from canon_jax import nn as cnn
+from canon_jax.nn import gconv as cgconv
 from helpers import elements, smooth_disk_images
 
 KEY = jax.random.PRNGKey(0)
@@ -47,20 +48,48 @@ def test_c8_steerable_layers_exact_at_90_degrees_close_at_45():
   assert rel < 0.1, float(rel)
 
 
-@pytest.mark.parametrize("name", ["C8", "D4"])
-def test_steerable_lift_basis_first_equals_the_expanded_kernel(name):
-  # features=8: LiftingConv correlates with the basis first, then mixes (fewer FLOPs).
+@pytest.mark.parametrize("name,k,rings,steered", [
+    ("C8", 5, 1, True), ("D8", 5, 1, True), ("D4", 5, 1, True), ("C6", 7, 2, False)])
+def test_steerable_lift_equals_the_expanded_kernel(name, k, rings, steered):
+  # features=8: LiftingConv correlates with the basis (only its untransformed copy
+  # when the copies are linear combinations of it: one ring), then mixes.
   g = cj.from_name(name)
+  assert (cgconv._steering_matrices(g, k, 1, rings, 1.0) is not None) == steered
   x = jax.random.normal(KEY, (2, 13, 13, 3))
-  lift = cnn.LiftingConv(g, features=8, kernel_size=5, basis="steerable")
+  lift = cnn.LiftingConv(g, features=8, kernel_size=k, basis="steerable",
+                         num_rings=rings)
   v = lift.init(KEY, x)
-  a = v["params"]["filters"]["coefficients"]                       # (nb, in, out)
-  copies = jnp.tensordot(jnp.asarray(cnn.steerable_basis(g, 5)), a, axes=(-1, 0))
-  want = jnp.stack([
-      jax.lax.conv_general_dilated(x, copies[h], (1, 1), "SAME",
-                                   dimension_numbers=("NHWC", "HWIO", "NHWC"))
-      for h in range(g.order)], axis=-1) + v["params"]["bias"][:, None]
-  np.testing.assert_allclose(lift.apply(v, x), want, atol=2e-5, rtol=1e-5)
+  basis = jnp.asarray(cnn.steerable_basis(g, k, 1, rings))
+
+  def expanded(params, x):
+    copies = jnp.tensordot(basis, params["filters"]["coefficients"], axes=(-1, 0))
+    return jnp.stack([
+        jax.lax.conv_general_dilated(x, copies[h], (1, 1), "SAME",
+                                     dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        for h in range(g.order)], axis=-1) + params["bias"][:, None]
+
+  np.testing.assert_allclose(lift.apply(v, x), expanded(v["params"], x), atol=2e-5,
+                             rtol=1e-5)
+  loss = lambda f: lambda p, x: jnp.sum(jnp.sin(f(p, x)))
+  got = jax.grad(loss(lambda p, x: lift.apply({"params": p}, x)), argnums=(0, 1))(
+      v["params"], x)
+  want = jax.grad(loss(expanded), argnums=(0, 1))(v["params"], x)
+  for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+    np.testing.assert_allclose(a, b, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("name", ["C8", "D8", "C4", "D2"])
+def test_one_ring_basis_copies_are_combinations_of_the_plain_basis(name):
+  # Every harmonic pair (cos, sin)(m phi) of a copy is a rotation (and, for
+  # mirrored elements, a reflection) of the untransformed pair, up to the grid
+  # normalisation of each function.
+  g = cj.from_name(name)
+  basis = cnn.steerable_basis(g, 5, 2, 1)
+  steer = cgconv._steering_matrices(g, 5, 2, 1, 1.0)
+  assert steer.shape == (g.order,) + basis.shape[-1:] * 2
+  np.testing.assert_allclose(np.einsum("xyi,hij->hxyj", basis[0], steer), basis,
+                             atol=1e-6)
+  np.testing.assert_allclose(steer[0], np.eye(basis.shape[-1]), atol=1e-6)
 
 
 def test_steerable_basis_keeps_rotated_filters_strong():
@@ -113,7 +142,6 @@ def test_pointwise_group_conv_in_the_group_fourier_basis_equals_the_dense_one(
   # Above _MIN_FOURIER_MACS a 1 x 1 C_n layer (n even) mixes channels per frequency of
   # the group axis; values and gradients (input and weights) must be the dense ones,
   # and the layer must stay equivariant.
-  from canon_jax.nn import gconv as cgconv
   g = cj.from_name(name)
   f = jax.random.normal(KEY, (2, 5, 5, 3, g.order))
   layer = cnn.GroupConv(g, features=4, kernel_size=1)

@@ -118,6 +118,32 @@ def steerable_basis(group: DiscreteGroup, kernel_size: int, max_frequency: int =
   return (basis[..., keep] / norms[keep]).astype(np.float32)
 
 
+@functools.lru_cache(maxsize=64)
+def _steering_matrices(group: DiscreteGroup, kernel_size: int, max_frequency: int = 1,
+                       num_rings: int = 1, sigma: float = 1.0) -> np.ndarray | None:
+  """(|G|, nb, nb) matrices ``T`` with ``basis[h] = basis[0] @ T[h]``, or None.
+
+  A transformed harmonic pair ``(cos, sin)(m phi)`` is a rotation (for mirrored
+  elements, a reflection) of the untransformed pair, so the copies of the basis are
+  fixed linear combinations of its untransformed functions (up to each function's
+  normalisation on the grid): exactly so for one ring (its harmonics vanish at the
+  centre). With more rings, the harmonics of the outer rings
+  take the value ``cos(m * 0)`` at the centre pixel, where phi is undefined, and no
+  such ``T`` exists; then None. Found by least squares and accepted only if it
+  reproduces every copy to 1e-5.
+  """
+  basis = steerable_basis(group, kernel_size, max_frequency, num_rings,
+                          sigma).astype(np.float64)
+  n, nb = basis.shape[0], basis.shape[-1]
+  plain = basis[0].reshape(-1, nb)
+  steer = np.stack([np.linalg.lstsq(plain, basis[h].reshape(-1, nb), rcond=None)[0]
+                    for h in range(n)])
+  if np.abs(np.einsum("ti,hij->htj", plain, steer)
+            - basis.reshape(n, -1, nb)).max() > 1e-5:
+    return None
+  return steer.astype(np.float32)
+
+
 def _spatial_copies_pixel(w, group: DiscreteGroup):
   """(k, k, ...) filter -> (|G|, k, k, ...): h . w for every element h."""
   return jnp.stack([
@@ -231,6 +257,22 @@ class LiftingConv(_GroupFilterLayer):
       raise ValueError(f"x must be (B, H, W, C); got shape {x.shape}.")
     c_in, n, k = x.shape[-1], group.order, self.kernel_size
     bank = self._filter_copies(group, (c_in, self.features), c_in * k * k, expand=False)
+    steer = (_steering_matrices(group, k, self.max_frequency, self.num_rings, self.sigma)
+             if isinstance(bank, tuple) else None)
+    pad = (k // 2, k // 2)
+    if steer is not None and bank[0].shape[-1] * (k * k + n * self.features) < (
+        k * k * n * self.features):
+      basis, coeffs = bank
+      nb = basis.shape[-1]
+      # Correlate with the untransformed basis only (im2col matmul), then one matmul
+      # mixes the responses into all |G| outputs: mixing[(c, i), (o, h)] =
+      # sum_j T[h, i, j] coeffs[j, c, o], because basis[h] = basis[0] @ T[h].
+      patches = jnp.stack(window_taps(x, (k, k), (1, 1), (pad, pad)), axis=-1)
+      z = pointwise(patches, basis[0].reshape(k * k, nb).astype(x.dtype))
+      mixing = jnp.einsum("hij,jco->cioh", jnp.asarray(steer), coeffs).reshape(
+          c_in * nb, self.features * n)
+      y = pointwise(z.reshape(x.shape[:3] + (c_in * nb,)), mixing.astype(x.dtype))
+      return self._add_bias(y.reshape(x.shape[:3] + (self.features, n)))
     if isinstance(bank, tuple) and bank[0].shape[-1] * (k * k + self.features) < (
         k * k * self.features):
       basis, coeffs = bank
@@ -238,7 +280,6 @@ class LiftingConv(_GroupFilterLayer):
       # im2col (B, H, W, c, k*k) @ (k*k, n * nb) basis filters: every input channel
       # against every basis copy in one matmul (the grouped convolution it replaces
       # took 29 ms of a B=2 train step on XLA:CPU, this ~6 ms; BENCHMARKS.md).
-      pad = (k // 2, k // 2)
       patches = jnp.stack(window_taps(x, (k, k), (1, 1), (pad, pad)), axis=-1)
       filters = jnp.transpose(basis, (1, 2, 0, 3)).reshape(k * k, n * nb)
       z = pointwise(patches, filters.astype(x.dtype)).reshape(x.shape[:3] + (c_in, n, nb))
