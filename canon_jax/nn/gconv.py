@@ -274,7 +274,11 @@ class LiftingConv(_GroupFilterLayer):
   (``out[..., o, h] = sum_{c, j} corr(x_c, h . psi_j) a[j, c, o]``, the same sum
   in another order): fewer FLOPs, and no filter gradient of a k x k convolution.
   The correlations with the basis are one matmul on im2col patches (k^2 times the
-  input's memory, transient).
+  input's memory, transient). With one ring (``_steering_matrices``: every copy
+  ``h . psi_j`` is a fixed combination of the untransformed ``psi``), only the nb
+  untransformed functions are correlated with the image (a constant convolution)
+  and the mixing matmul produces all |G| outputs: |G| times fewer basis responses
+  and no transposes.
   """
 
   @nn.compact
@@ -286,16 +290,18 @@ class LiftingConv(_GroupFilterLayer):
     bank = self._filter_copies(group, (c_in, self.features), c_in * k * k, expand=False)
     steer = (_steering_matrices(group, k, self.max_frequency, self.num_rings, self.sigma)
              if isinstance(bank, tuple) else None)
-    pad = (k // 2, k // 2)
     if steer is not None and bank[0].shape[-1] * (k * k + n * self.features) < (
         k * k * n * self.features):
       basis, coeffs = bank
       nb = basis.shape[-1]
-      # Correlate with the untransformed basis only (im2col matmul), then one matmul
-      # mixes the responses into all |G| outputs: mixing[(c, i), (o, h)] =
+      # Correlate every input channel with the untransformed basis only (a constant
+      # block-diagonal k x k kernel, c_in -> c_in nb), then one matmul mixes the
+      # responses into all |G| outputs: mixing[(c, i), (o, h)] =
       # sum_j T[h, i, j] coeffs[j, c, o], because basis[h] = basis[0] @ T[h].
-      patches = jnp.stack(window_taps(x, (k, k), (1, 1), (pad, pad)), axis=-1)
-      z = pointwise(patches, basis[0].reshape(k * k, nb).astype(x.dtype))
+      plain = np.einsum("xyi,cd->xycdi", np.asarray(steerable_basis(
+          group, k, self.max_frequency, self.num_rings, self.sigma)[0]),
+                        np.eye(c_in, dtype=np.float32)).reshape(k, k, c_in, c_in * nb)
+      z = _conv(x, jnp.asarray(plain, x.dtype))
       mixing = jnp.einsum("hij,jco->cioh", jnp.asarray(steer), coeffs).reshape(
           c_in * nb, self.features * n)
       y = pointwise(z.reshape(x.shape[:3] + (c_in * nb,)), mixing.astype(x.dtype))
@@ -307,6 +313,7 @@ class LiftingConv(_GroupFilterLayer):
       # im2col (B, H, W, c, k*k) @ (k*k, n * nb) basis filters: every input channel
       # against every basis copy in one matmul (the grouped convolution it replaces
       # took 29 ms of a B=2 train step on XLA:CPU, this ~6 ms; BENCHMARKS.md).
+      pad = (k // 2, k // 2)
       patches = jnp.stack(window_taps(x, (k, k), (1, 1), (pad, pad)), axis=-1)
       filters = jnp.transpose(basis, (1, 2, 0, 3)).reshape(k * k, n * nb)
       z = pointwise(patches, filters.astype(x.dtype)).reshape(x.shape[:3] + (c_in, n, nb))
