@@ -31,6 +31,7 @@ def _reference(x, kernel, strides, padding):
     (8, 4, 3, 3, 1, ((0, 0), (0, 0))),     # VALID
     (7, 2, 3, 5, 1, ((2, 1), (0, 2))),     # asymmetric padding
     (8, 3, 5, 4, 4, ((0, 0), (0, 0))),     # patchify (ViT-like)
+    (11, 2, 3, 5, 3, ((2, 0), (1, 2))),    # stride 3, asymmetric padding
     (6, 4, 4, 1, 1, ((0, 0), (0, 0))),     # 1x1
 ])
 @pytest.mark.parametrize("max_patch_rows,max_col2im_pixels", [(0, 0), (10**6, 10**6)],

@@ -8,7 +8,7 @@ functions here compute the same numbers with matmuls where that is faster:
 
 * :func:`pointwise`: a 1 x 1 convolution as one 2-D matmul.
 * :func:`conv2d`: ``lax.conv_general_dilated`` forward; kernel gradient as matmuls
-  over the kernel's taps, input gradient of small outputs as a matmul and col2im (a
+  over the kernel's taps, input gradient (outputs up to 112 x 112) as a matmul and col2im (a
   ``jax.custom_vjp``).
 * :func:`max_pool2d`: max pooling as a maximum over the window's strided views.
 * :func:`window_taps`: those views (im2col without the stacking).
@@ -37,9 +37,10 @@ _DIMENSION_NUMBERS = ("NHWC", "HWIO", "NHWC")
 _MAX_PATCH_ROWS = 256
 # Input gradients of outputs with at most this many pixels (H' * W') run as a matmul and
 # col2im; larger ones as XLA's transposed convolution. XLA:CPU flips and transposes the
-# kernel for the latter, which dominates at 7x7 (B=2, 7x7x512: 18.5 vs 8.3 ms; at 28x28
-# XLA's is faster, BENCHMARKS.md).
-_MAX_COL2IM_PIXELS = 14 * 14
+# kernel for the latter and, for strided layers, works on a zero-dilated cotangent (B=2:
+# ResNet's 7x7/2 stem 21 -> 12.5 ms, 3x3 56x56x64 14.5 -> 9.2 ms, 7x7x512 18.3 -> 7.9
+# ms; only 28x28x128 is ~10% slower, BENCHMARKS.md). Up to ResNet's stem output.
+_MAX_COL2IM_PIXELS = 112 * 112
 # Convolutions below this many multiply-adds (B H' W' kh kw C_in C_out) run as plain
 # ``lax.conv_general_dilated``: the matmul gradients gain nothing measurable there and
 # double XLA's compile time (a ResNet-tiny train step: 5.5 -> 12.3 s).
@@ -183,17 +184,34 @@ def _kernel_gradient(x, ct, kernel_shape, strides, pads):
 
 def _input_gradient(x_shape, ct, kernel, strides, pads):
   """``d<ct, conv(x, w)>/dx`` as one matmul ``ct (N, C_out) @ w.T -> (N, kh kw C_in)``
-  and col2im: every tap's columns added back where that tap read them."""
+  and col2im: every tap's columns added back where that tap read them.
+
+  col2im by parity class: padded input row ``sh * m + a`` receives tap ``dy = a + sh t``
+  of output row ``m - t`` (columns alike), so each of the ``sh * sw`` classes is a
+  sum of shifted (zero-padded) tap columns, one elementwise fusion; the classes are
+  interleaved after. No scatter, and no work on the zeros a transposed convolution
+  dilates its input with.
+  """
   kh, kw, cin, cout = kernel.shape
   (sh, sw), (b, ho, wo, _) = strides, ct.shape
   cols = lax.dot_general(ct.reshape(-1, cout), kernel.reshape(-1, cout),
                          (((1,), (1,)), ((), ()))).reshape(b, ho, wo, kh, kw, cin)
   (top, bottom), (left, right) = pads
-  dxp = jnp.zeros((b, x_shape[1] + top + bottom, x_shape[2] + left + right, cin), cols.dtype)
-  for dy in range(kh):
-    for dx in range(kw):
-      dxp = dxp.at[:, dy:dy + sh * (ho - 1) + 1:sh, dx:dx + sw * (wo - 1) + 1:sw, :].add(
-          cols[:, :, :, dy, dx, :])
+  # Rows/columns per parity class, enough for the padded input and the last tap.
+  mh = max(-(-(x_shape[1] + top + bottom) // sh), ho + (kh - 1) // sh)
+  mw = max(-(-(x_shape[2] + left + right) // sw), wo + (kw - 1) // sw)
+  classes = []
+  for a in range(sh):
+    row = []
+    for c in range(sw):
+      acc = jnp.zeros((b, mh, mw, cin), cols.dtype)
+      for t in range(-(-(kh - a) // sh)):
+        for u in range(-(-(kw - c) // sw)):
+          acc = acc + jnp.pad(cols[:, :, :, a + sh * t, c + sw * u, :],
+                              ((0, 0), (t, mh - ho - t), (u, mw - wo - u), (0, 0)))
+      row.append(acc)
+    classes.append(jnp.stack(row, axis=3))                     # (b, mh, mw, sw, cin)
+  dxp = jnp.stack(classes, axis=2).reshape(b, mh * sh, mw * sw, cin)
   return dxp[:, top:top + x_shape[1], left:left + x_shape[2], :]
 
 
