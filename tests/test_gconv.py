@@ -161,17 +161,3 @@ def test_pointwise_group_conv_in_the_group_fourier_basis_equals_the_dense_one(
   for k in range(g.order):                 # pointwise: the group axis alone moves
     perm = g.regular_permutation(k)        # (k . f)[..., h] = f[..., k^-1 h]
     np.testing.assert_allclose(layer.apply(v, f[..., perm]), y[..., perm], atol=2e-5)
-
-
-def test_channel_bias_gradient_equals_the_autodiff_one():
-  y = jax.random.normal(KEY, (2, 5, 7, 3, 4))
-  b = jax.random.normal(jax.random.PRNGKey(1), (3,))
-  ct = jax.random.normal(jax.random.PRNGKey(2), y.shape)
-  want_out, want_vjp = jax.vjp(lambda y, b: y + b[:, None], y, b)
-  got_out, got_vjp = jax.vjp(cgconv._add_channel_bias, y, b)
-  np.testing.assert_allclose(got_out, want_out, atol=1e-6)
-  for got, want in zip(got_vjp(ct), want_vjp(ct)):
-    np.testing.assert_allclose(got, want, atol=1e-5, rtol=1e-5)
-  out, vjp = jax.vjp(cgconv._add_channel_bias, y.astype(jnp.bfloat16), b)
-  assert out.dtype == jnp.bfloat16
-  assert [a.dtype for a in vjp(ct.astype(jnp.bfloat16))] == [jnp.bfloat16, jnp.float32]

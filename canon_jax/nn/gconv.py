@@ -232,34 +232,7 @@ class _GroupFilterLayer(nn.Module):
     """Adds one bias per output channel, shared over the group axis (equivariant)."""
     if not self.use_bias:
       return y
-    return _add_channel_bias(y, self.param("bias", nn.initializers.zeros,
-                                           (self.features,)))
-
-
-@jax.custom_vjp
-def _add_channel_bias(y: jax.Array, bias: jax.Array) -> jax.Array:
-  """``y + bias[:, None]`` for regular features y (..., C, |G|) and bias (C,), in
-  y's dtype.
-
-  The bias gradient is a matmul of a row of ones with the flattened cotangent
-  ((1, N) @ (N, C |G|)): XLA:CPU runs it on both threads, its reduction over
-  (B, H, W, |G|) on one (row 1: 258 -> 243 ms interleaved, BENCHMARKS.md).
-  """
-  return y + bias.astype(y.dtype)[:, None]
-
-
-def _add_channel_bias_fwd(y, bias):
-  return _add_channel_bias(y, bias), bias
-
-
-def _add_channel_bias_bwd(bias, ct):
-  c, n = ct.shape[-2:]
-  flat = ct.reshape(-1, c * n)
-  grad = (jnp.ones((1, flat.shape[0]), ct.dtype) @ flat).reshape(c, n).sum(-1)
-  return ct, grad.astype(bias.dtype)
-
-
-_add_channel_bias.defvjp(_add_channel_bias_fwd, _add_channel_bias_bwd)
+    return y + self.param("bias", nn.initializers.zeros, (self.features,))[:, None]
 
 
 class LiftingConv(_GroupFilterLayer):
