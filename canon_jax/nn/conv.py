@@ -8,8 +8,8 @@ functions here compute the same numbers with matmuls where that is faster:
 
 * :func:`pointwise`: a 1 x 1 convolution as one 2-D matmul.
 * :func:`conv2d`: ``lax.conv_general_dilated`` forward; kernel gradient as matmuls
-  over the kernel's taps, input gradient (outputs up to 112 x 112) as a matmul and col2im (a
-  ``jax.custom_vjp``).
+  over the kernel's taps, input gradient (outputs up to 112 x 112) as a matmul and
+  col2im (a ``jax.custom_vjp``).
 * :func:`max_pool2d`: max pooling as a maximum over the window's strided views.
 * :func:`window_taps`: those views (im2col without the stacking).
 

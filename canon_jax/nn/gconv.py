@@ -127,10 +127,10 @@ def _steering_matrices(group: DiscreteGroup, kernel_size: int, max_frequency: in
   elements, a reflection) of the untransformed pair, so the copies of the basis are
   fixed linear combinations of its untransformed functions (up to each function's
   normalisation on the grid): exactly so for one ring (its harmonics vanish at the
-  centre). With more rings, the harmonics of the outer rings
-  take the value ``cos(m * 0)`` at the centre pixel, where phi is undefined, and no
-  such ``T`` exists; then None. Found by least squares and accepted only if it
-  reproduces every copy to 1e-5.
+  centre). With more rings, the harmonics of the outer rings take the value
+  ``cos(m * 0)`` at the centre pixel, where phi is undefined, and no such ``T``
+  exists; then None. Found by least squares and accepted only if it reproduces every
+  copy to 1e-5.
   """
   basis = steerable_basis(group, kernel_size, max_frequency, num_rings,
                           sigma).astype(np.float64)
@@ -261,8 +261,8 @@ class LiftingConv(_GroupFilterLayer):
       raise ValueError(f"x must be (B, H, W, C); got shape {x.shape}.")
     c_in, n, k = x.shape[-1], group.order, self.kernel_size
     bank = self._filter_copies(group, (c_in, self.features), c_in * k * k, expand=False)
-    steer = (_steering_matrices(group, k, self.max_frequency, self.num_rings, self.sigma)
-             if isinstance(bank, tuple) else None)
+    steer = (_steering_matrices(group, k, self.max_frequency, self.num_rings,
+                                self.sigma) if isinstance(bank, tuple) else None)
     if steer is not None and bank[0].shape[-1] * (k * k + n * self.features) < (
         k * k * n * self.features):
       basis, coeffs = bank
