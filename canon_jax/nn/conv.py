@@ -197,9 +197,11 @@ def _input_gradient(x_shape, ct, kernel, strides, pads):
   cols = lax.dot_general(ct.reshape(-1, cout), kernel.reshape(-1, cout),
                          (((1,), (1,)), ((), ()))).reshape(b, ho, wo, kh, kw, cin)
   (top, bottom), (left, right) = pads
-  # Rows/columns per parity class, enough for the padded input and the last tap.
-  mh = max(-(-(x_shape[1] + top + bottom) // sh), ho + (kh - 1) // sh)
-  mw = max(-(-(x_shape[2] + left + right) // sw), wo + (kw - 1) // sw)
+  # Rows/columns per parity class covering the padded input; since the last output
+  # row's taps end inside it (sh (ho - 1) + kh <= padded height), every shifted tap
+  # below fits (mh - ho - t >= 0).
+  mh = -(-(x_shape[1] + top + bottom) // sh)
+  mw = -(-(x_shape[2] + left + right) // sw)
   classes = []
   for a in range(sh):
     row = []
