@@ -4,8 +4,9 @@ Feature layout: a regular feature map is (B, H, W, C, |G|); inside a convolution
 is flattened to (B, H, W, C*|G|) with the group axis fastest (index c*|G| + g).
 
 Every layer is a single correlation (:func:`canon_jax.nn.conv.conv2d`; a matmul for
-1 x 1 kernels and for the steerable lift's basis responses) whose kernel is assembled
-at trace time from the parameters. Large 1 x 1 layers of C_n (n even) run the same
+1 x 1 kernels) whose kernel is assembled at trace time from the parameters; the
+steerable lift instead correlates the image with its fixed basis and mixes the
+responses with its coefficients in a matmul (see :class:`LiftingConv`). Large 1 x 1 layers of C_n (n even) run the same
 matrix block-diagonalised by a real Fourier basis of the group axis (``2/n`` of the
 multiply-adds; ``_fourier_pointwise``):
 
