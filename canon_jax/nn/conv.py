@@ -10,7 +10,8 @@ functions here compute the same numbers with matmuls where that is faster:
 * :func:`conv2d`: ``lax.conv_general_dilated`` forward; kernel gradient as matmuls
   over the kernel's taps, input gradient (outputs up to 112 x 112) as a matmul and
   col2im (a ``jax.custom_vjp``).
-* :func:`max_pool2d`: max pooling as a maximum over the window's strided views.
+* :func:`max_pool2d`: max pooling over the window's strided views; its gradient
+  routes the cotangent to each window's first maximum and adds it back by col2im.
 * :func:`window_taps`: those views (im2col without the stacking).
 
 Layouts: images NHWC ``(B, H, W, C_in)``, kernels HWIO ``(kh, kw, C_in, C_out)``;
@@ -89,22 +90,56 @@ def conv2d(x: jax.Array, kernel: jax.Array, strides: int | tuple[int, int] = 1,
 
 def max_pool2d(x: jax.Array, window: int | tuple[int, int], strides: int | tuple[int, int],
                padding: Padding = "VALID") -> jax.Array:
-  """Max pooling ``(B, H, W, C) -> (B, H', W', C)`` as an elementwise maximum of the
-  window's strided views (padding with -inf, like ``flax.linen.max_pool``).
+  """Max pooling ``(B, H, W, C) -> (B, H', W', C)`` over the window's strided views
+  (padding with -inf, like ``flax.linen.max_pool``), with a hand-written gradient.
 
-  Same values as ``nn.max_pool``; XLA:CPU runs this forward + backward ~2x faster than
-  ``reduce_window`` and its select-and-scatter gradient (BENCHMARKS.md). Gradients of
-  tied maxima are shared equally among them (``jnp.maximum``'s rule) instead of going
-  to one of them: the same sum, another subgradient.
+  Same values as ``nn.max_pool`` (NaN propagates). The gradient goes to the first
+  maximum of each window in row-major window order, as in ``torch.nn.MaxPool2d``;
+  the forward keeps only that index (int8) for the backward, which is col2im of the
+  routed cotangent (no select-and-scatter, no recomputation of the window's maxima).
   """
   if x.ndim != 4:
     raise ValueError(f"max_pool2d expects NHWC inputs of rank 4, got shape {x.shape}")
   window = (window, window) if isinstance(window, int) else tuple(window)
   strides = (strides, strides) if isinstance(strides, int) else tuple(strides)
   pads = _explicit_padding(x.shape[1:3], window, strides, padding)
+  return _max_pool(x, window, strides, pads)
+
+
+def _pool_argmax(x, window, strides, pads):
+  """(max, index of the first maximum in the window) of every output pixel."""
   xp = jnp.pad(x, ((0, 0), pads[0], pads[1], (0, 0)), constant_values=-jnp.inf)
   taps = window_taps(xp, window, strides, ((0, 0), (0, 0)))
-  return functools.reduce(jnp.maximum, taps)
+  dtype = jnp.int8 if len(taps) <= 127 else jnp.int32
+  best, arg = taps[0], jnp.zeros(taps[0].shape, dtype)
+  for t, tap in enumerate(taps[1:], 1):
+    take = (tap > best) | (jnp.isnan(tap) & ~jnp.isnan(best))
+    best = jnp.where(take, tap, best)
+    arg = jnp.where(take, jnp.asarray(t, dtype), arg)
+  return best, arg
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3))
+def _max_pool(x, window, strides, pads):
+  return _pool_argmax(x, window, strides, pads)[0]
+
+
+def _max_pool_fwd(x, window, strides, pads):
+  best, arg = _pool_argmax(x, window, strides, pads)
+  # The input's height, width and dtype, carried by an empty array.
+  return best, (arg, jnp.zeros((0,) + x.shape[1:3] + (0,), x.dtype))
+
+
+def _max_pool_bwd(window, strides, pads, residuals, ct):
+  arg, like = residuals
+  (kh, kw), (b, ho, wo, c) = window, ct.shape
+  x_shape = (b,) + like.shape[1:3] + (c,)
+  cols = jnp.stack([jnp.where(arg == t, ct, jnp.zeros((), ct.dtype))
+                    for t in range(kh * kw)], axis=3).reshape(b, ho, wo, kh, kw, c)
+  return (_col2im(cols, x_shape, strides, pads).astype(like.dtype),)
+
+
+_max_pool.defvjp(_max_pool_fwd, _max_pool_bwd)
 
 
 def _explicit_padding(spatial, window, strides, padding) -> tuple[tuple[int, int], ...]:
@@ -193,9 +228,18 @@ def _input_gradient(x_shape, ct, kernel, strides, pads):
   dilates its input with.
   """
   kh, kw, cin, cout = kernel.shape
-  (sh, sw), (b, ho, wo, _) = strides, ct.shape
+  b, ho, wo, _ = ct.shape
   cols = lax.dot_general(ct.reshape(-1, cout), kernel.reshape(-1, cout),
                          (((1,), (1,)), ((), ()))).reshape(b, ho, wo, kh, kw, cin)
+  return _col2im(cols, x_shape, strides, pads)
+
+
+def _col2im(cols, x_shape, strides, pads):
+  """Adds columns ``(B, H', W', kh, kw, C)`` back onto the input pixels each tap read:
+  ``(B, H, W, C)``, the transpose of :func:`window_taps` (by parity class, see
+  :func:`_input_gradient`)."""
+  b, ho, wo, kh, kw, cin = cols.shape
+  sh, sw = strides
   (top, bottom), (left, right) = pads
   # Rows/columns per parity class covering the padded input; since the last output
   # row's taps end inside it (sh (ho - 1) + kh <= padded height), every shifted tap
