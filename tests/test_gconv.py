@@ -161,3 +161,20 @@ def test_pointwise_group_conv_in_the_group_fourier_basis_equals_the_dense_one(
   for k in range(g.order):                 # pointwise: the group axis alone moves
     perm = g.regular_permutation(k)        # (k . f)[..., h] = f[..., k^-1 h]
     np.testing.assert_allclose(layer.apply(v, f[..., perm]), y[..., perm], atol=2e-5)
+
+
+@pytest.mark.parametrize("shape", [(2, 64, 64, 16, 8),   # the per-row matmul path
+                                   (3, 5, 4, 6, 4)])     # XLA's reduction
+def test_add_channel_bias_value_and_gradients(shape):
+  f = jax.random.normal(jax.random.key(0), shape)
+  bias = jax.random.normal(jax.random.key(1), shape[-2:-1])
+  ct = jax.random.normal(jax.random.key(2), shape)
+  assert cgconv._MIN_MATMUL_BIAS_SIZE <= 2 * 64 * 64 * 16 * 8
+  y, vjp = jax.vjp(cgconv.add_channel_bias, f, bias)
+  np.testing.assert_array_equal(y, f + bias[:, None])
+  got_f, got_bias = vjp(ct)
+  np.testing.assert_array_equal(got_f, ct)
+  want = np.sum(np.asarray(ct, np.float64), axis=(0, 1, 2, 4))
+  # float32 sums of up to 65536 terms of size ~1: a few 1e-5 at most.
+  np.testing.assert_allclose(got_bias, want, rtol=0, atol=2e-4)
+  assert got_bias.dtype == bias.dtype
