@@ -163,7 +163,7 @@ def test_pointwise_group_conv_in_the_group_fourier_basis_equals_the_dense_one(
     np.testing.assert_allclose(layer.apply(v, f[..., perm]), y[..., perm], atol=2e-5)
 
 
-@pytest.mark.parametrize("shape", [(2, 64, 64, 16, 8),   # the per-row matmul path
+@pytest.mark.parametrize("shape", [(2, 64, 64, 16, 8),   # the row-sum matmul path
                                    (3, 5, 4, 6, 4)])     # XLA's reduction
 def test_add_channel_bias_value_and_gradients(shape):
   f = jax.random.normal(jax.random.key(0), shape)

@@ -209,15 +209,15 @@ def _conv(x, kernel):
   return conv2d(x, kernel, 1, "SAME")
 
 
-# Bias gradients of regular feature maps with at least this many rows per image (H)
-# and elements (B H W C |G|) sum each image's rows with a matmul first: XLA:CPU's
+# Bias gradients of regular feature maps with at least this many elements (B H W C |G|)
+# sum the rows (B H, W C |G|) with a matmul before reducing the rest: XLA:CPU's
 # reduction over (B, H, W, |G|) keeping C runs on one thread (B=2, 96 x 96 x 32 x 8:
-# 9.4 -> 5.8 ms with the ReLU mask, BENCHMARKS.md). Each matmul output sums only H
-# terms before XLA reduces the rest: max error 3.3e-4 against XLA's 1.8e-4 on that
-# shape's standard-normal cotangent (one flat matmul over all B H W |G| terms erred
-# several times more and broke the 8-device vs 1-device training test; this passes it
-# even when forced on every layer).
-_MIN_MATMUL_BIAS_ROWS = 16
+# 9.4 -> 5.4 ms with the ReLU mask; train step -9 to -13 ms, BENCHMARKS.md). The
+# (B H, W C |G|) view is a bitcast, so the masked cotangent is materialised once for
+# this and the next layer's input gradient. Rounding, on (B, 96, 96, 32, 8) standard
+# normal cotangents (sums up to ~1e3): max error 3.3e-4 (B=2) and 9.8e-4 (B=8), XLA's
+# reduction 1.8e-4 and 3.2e-3; with mean 0.5, relative 2.5e-7 and 3.6e-7 (XLA 1.4e-7,
+# 1.2e-6).
 _MIN_MATMUL_BIAS_SIZE = 1 << 20
 
 
@@ -235,12 +235,11 @@ def _add_channel_bias_fwd(f, bias):
 
 def _add_channel_bias_bwd(likes, ct):
   like_f, like_b = likes
-  if ct.ndim == 5 and ct.shape[1] >= _MIN_MATMUL_BIAS_ROWS and (
-      ct.size >= _MIN_MATMUL_BIAS_SIZE):
+  if ct.ndim == 5 and ct.size >= _MIN_MATMUL_BIAS_SIZE:
     b, h = ct.shape[:2]
-    rows = jnp.matmul(jnp.ones((1, h), ct.dtype), ct.reshape(b, h, -1),
+    rows = jnp.matmul(jnp.ones((1, b * h), ct.dtype), ct.reshape(b * h, -1),
                       preferred_element_type=jnp.promote_types(ct.dtype, jnp.float32))
-    grad = jnp.sum(rows.reshape((b,) + ct.shape[2:]), axis=(0, 1, 3))
+    grad = jnp.sum(rows.reshape(ct.shape[2:]), axis=(0, 2))
   else:
     grad = jnp.sum(ct, axis=tuple(i for i in range(ct.ndim) if i != ct.ndim - 2),
                    dtype=jnp.promote_types(ct.dtype, jnp.float32))
