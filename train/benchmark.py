@@ -130,10 +130,10 @@ class Sizes:
 MODES = {
     "full": Sizes(canon_batch=64, train_batch=32, cloud_batch=32, infer_batch=32,
                   warmup=2, iters=10),
-    # About 3 min on 2 shared cores once 1x1 convolutions are matmuls (BENCHMARKS.md);
-    # about 10 min before.
+    # About 4 min on 2 cores (BENCHMARKS.md). 7 timed steps: with 3, the medians of
+    # row 2 moved by up to 3% between runs of the same code.
     "quick": Sizes(canon_batch=4, train_batch=2, cloud_batch=8, infer_batch=2,
-                   warmup=1, iters=3),
+                   warmup=1, iters=7),
     # Test-sized: dominated by JAX compilation (10-30 s a row on 2 shared cores); the
     # torch image train step has no torchvision counterpart of "resnet_tiny" and is
     # skipped.
