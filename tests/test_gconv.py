@@ -175,6 +175,6 @@ def test_add_channel_bias_value_and_gradients(shape):
   got_f, got_bias = vjp(ct)
   np.testing.assert_array_equal(got_f, ct)
   want = np.sum(np.asarray(ct, np.float64), axis=(0, 1, 2, 4))
-  # float32 sums of up to 65536 terms of size ~1: a few 1e-5 at most.
-  np.testing.assert_allclose(got_bias, want, rtol=0, atol=2e-4)
+  # float32 sums of 65536 standard-normal terms (totals up to ~500): 1.4e-4 measured.
+  np.testing.assert_allclose(got_bias, want, rtol=0, atol=5e-4)
   assert got_bias.dtype == bias.dtype
