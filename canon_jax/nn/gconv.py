@@ -6,9 +6,9 @@ is flattened to (B, H, W, C*|G|) with the group axis fastest (index c*|G| + g).
 Every layer is a single correlation (:func:`canon_jax.nn.conv.conv2d`; a matmul for
 1 x 1 kernels) whose kernel is assembled at trace time from the parameters; the
 steerable lift instead correlates the image with its fixed basis and mixes the
-responses with its coefficients in a matmul (see :class:`LiftingConv`). Large 1 x 1 layers of C_n (n even) run the same
-matrix block-diagonalised by a real Fourier basis of the group axis (``2/n`` of the
-multiply-adds; ``_fourier_pointwise``):
+responses with its coefficients in a matmul (see :class:`LiftingConv`). Large 1 x 1
+layers of C_n (n even) run the same matrix block-diagonalised by a real Fourier basis
+of the group axis (``2/n`` of the multiply-adds; ``_fourier_pointwise``):
 
 * **lifting layer**: output element ``h`` correlates the image with ``h . psi``
   (the base filter transformed like an image: mirrored, then rotated
@@ -230,7 +230,8 @@ def add_channel_bias(f: jax.Array, bias: jax.Array) -> jax.Array:
 
 def _add_channel_bias_fwd(f, bias):
   # Empty arrays carry the dtypes the cotangents must have.
-  return add_channel_bias(f, bias), (jnp.zeros((0,), f.dtype), jnp.zeros((0,), bias.dtype))
+  return add_channel_bias(f, bias), (jnp.zeros((0,), f.dtype),
+                                     jnp.zeros((0,), bias.dtype))
 
 
 def _add_channel_bias_bwd(likes, ct):
