@@ -119,6 +119,9 @@ class ImageCanonicalizer(nn.Module):
       logits, bilinear rotation; cyclic groups only).
     check_finite: raise on NaN/Inf input images (eager arrays; under jit a host
       callback raises when the step runs).
+    lift_padding: "SAME" (default; the lift keeps the network input's size) or
+      "VALID" (no padding, (S - k + 1)^2 maps, as equiadapt's custom network;
+      "gcnn" only). The parameters are the same either way.
   """
   group: DiscreteGroup | str = "C8"
   network: Literal["gcnn", "wrn"] = "gcnn"
@@ -134,6 +137,7 @@ class ImageCanonicalizer(nn.Module):
   input_mask: Literal["auto", "soft", "hard", "none"] = "auto"
   readout: Literal["discrete", "continuous"] = "discrete"
   check_finite: bool = False
+  lift_padding: Literal["SAME", "VALID"] = "SAME"
 
   def _validate(self, group: DiscreteGroup) -> None:
     if self.network not in ("gcnn", "wrn"):
@@ -150,6 +154,12 @@ class ImageCanonicalizer(nn.Module):
     if not 0 < self.input_crop_ratio <= 1:
       raise ValueError(f"input_crop_ratio must be in (0, 1]; got "
                        f"{self.input_crop_ratio}.")
+    if self.lift_padding not in ("SAME", "VALID"):
+      raise ValueError(f"lift_padding must be 'SAME' or 'VALID'; got "
+                       f"{self.lift_padding!r}.")
+    if self.lift_padding == "VALID" and self.network != "gcnn":
+      raise ValueError("lift_padding='VALID' is only for network='gcnn' (the wide "
+                       "ResNet's stages need even map sides).")
     if self.resize is not None and self.resize < self.kernel_size:
       raise ValueError(f"resize must be None or >= kernel_size={self.kernel_size}; "
                        f"got {self.resize}.")
@@ -185,7 +195,8 @@ class ImageCanonicalizer(nn.Module):
     if self.network == "gcnn":
       net = GroupConvNet(group, self.features, self.kernel_size, self.num_layers,
                          basis=self.filter_basis, max_frequency=self.max_frequency,
-                         sigma=self.filter_sigma, name="network")
+                         sigma=self.filter_sigma, padding=self.lift_padding,
+                         name="network")
     else:
       stages = max(1, self.num_layers // 4)
       net = GroupWideResNet(group, (self.features,) * stages, blocks_per_stage=2,

@@ -14,11 +14,12 @@ def _tiny(group, **kw):
   return cj.ImageCanonicalizer(group=group, **kw)
 
 
-@pytest.mark.parametrize("name", ["C4", "D4"])
-def test_exact_groups_canonical_image_is_invariant(name):
+@pytest.mark.parametrize("name,padding", [("C4", "SAME"), ("D4", "SAME"),
+                                          ("D4", "VALID")])
+def test_exact_groups_canonical_image_is_invariant(name, padding):
   g = cj.from_name(name)
   x = jax.random.normal(KEY, (4, 30, 30, 3))
-  m = _tiny(name)
+  m = _tiny(name, lift_padding=padding)
   v = m.init(KEY, x)
   apply = jax.jit(m.apply)
   base = apply(v, x)
@@ -178,6 +179,10 @@ def test_canonicalizer_rejects_bad_input():
     _tiny("D4", readout="continuous").init(KEY, x)
   with pytest.raises(ValueError, match="network must be"):
     _tiny("C4", network="resnet").init(KEY, x)
+  with pytest.raises(ValueError, match="lift_padding must be 'SAME' or 'VALID'"):
+    _tiny("C4", lift_padding="valid").init(KEY, x)
+  with pytest.raises(ValueError, match="lift_padding='VALID' is only for"):
+    _tiny("C4", network="wrn", lift_padding="VALID").init(KEY, x)
   bad = np.zeros((2, 16, 16, 3), np.float32)
   bad[1, 3, 3, 0] = np.nan
   with pytest.raises(ValueError, match="images must be finite; got 1 NaN/Inf"):

@@ -15,17 +15,20 @@ def _regular(f, g, k):
   return cj.transform_feature_maps(f, g, elements(k, f.shape[0]))
 
 
-@pytest.mark.parametrize("name", ["C4", "D4", "D2"])
+@pytest.mark.parametrize("name,padding", [("C4", "SAME"), ("D4", "SAME"),
+                                          ("D2", "SAME"), ("C4", "VALID"),
+                                          ("D4", "VALID")])
 @pytest.mark.parametrize("basis", ["pixel", "steerable"])
-def test_lifting_and_group_conv_are_exactly_equivariant(name, basis):
+def test_lifting_and_group_conv_are_exactly_equivariant(name, padding, basis):
   g = cj.from_name(name)
   x = jax.random.normal(KEY, (2, 11, 11, 2))
-  lift = cnn.LiftingConv(g, features=3, kernel_size=5, basis=basis)
+  lift = cnn.LiftingConv(g, features=3, kernel_size=5, basis=basis, padding=padding)
   gconv = cnn.GroupConv(g, features=2, kernel_size=3, basis=basis)
   lv = lift.init(KEY, x)
   lapply, gapply = jax.jit(lift.apply), jax.jit(gconv.apply)
   f = lapply(lv, x)
-  assert f.shape == (2, 11, 11, 3, g.order)
+  side = 11 if padding == "SAME" else 7
+  assert f.shape == (2, side, side, 3, g.order)
   gv = gconv.init(KEY, f)
   y = gconv.apply(gv, f)
   for k in range(g.order):
@@ -48,23 +51,25 @@ def test_c8_steerable_layers_exact_at_90_degrees_close_at_45():
   assert rel < 0.1, float(rel)
 
 
-@pytest.mark.parametrize("name,k,rings,steered", [
-    ("C8", 5, 1, True), ("D8", 5, 1, True), ("D4", 5, 1, True), ("C6", 7, 2, False)])
-def test_steerable_lift_equals_the_expanded_kernel(name, k, rings, steered):
+@pytest.mark.parametrize("name,k,rings,steered,padding", [
+    ("C8", 5, 1, True, "SAME"), ("D8", 5, 1, True, "SAME"), ("D4", 5, 1, True, "SAME"),
+    ("C6", 7, 2, False, "SAME"), ("C8", 5, 1, True, "VALID"),
+    ("C6", 7, 2, False, "VALID")])
+def test_steerable_lift_equals_the_expanded_kernel(name, k, rings, steered, padding):
   # features=8: LiftingConv correlates with the basis (only its untransformed copy
   # when the copies are linear combinations of it: one ring), then mixes.
   g = cj.from_name(name)
   assert (cgconv._steering_matrices(g, k, 1, rings, 1.0) is not None) == steered
-  x = jax.random.normal(KEY, (2, 13, 13, 3))
+  x = jax.random.normal(KEY, (2, 13, 12, 3))
   lift = cnn.LiftingConv(g, features=8, kernel_size=k, basis="steerable",
-                         num_rings=rings)
+                         num_rings=rings, padding=padding)
   v = lift.init(KEY, x)
   basis = jnp.asarray(cnn.steerable_basis(g, k, 1, rings))
 
   def expanded(params, x):
     copies = jnp.tensordot(basis, params["filters"]["coefficients"], axes=(-1, 0))
     return jnp.stack([
-        jax.lax.conv_general_dilated(x, copies[h], (1, 1), "SAME",
+        jax.lax.conv_general_dilated(x, copies[h], (1, 1), padding,
                                      dimension_numbers=("NHWC", "HWIO", "NHWC"))
         for h in range(g.order)], axis=-1) + params["bias"][:, None]
 
@@ -130,6 +135,10 @@ def test_bad_layer_arguments():
     cnn.LiftingConv("C4", 2, kernel_size=4).init(KEY, x)
   with pytest.raises(ValueError, match="basis='pixel' is only exact"):
     cnn.LiftingConv("C8", 2, kernel_size=5, basis="pixel").init(KEY, x)
+  with pytest.raises(ValueError, match="padding must be 'SAME' or 'VALID'"):
+    cnn.LiftingConv("C4", 2, kernel_size=3, padding="same").init(KEY, x)
+  with pytest.raises(ValueError, match="needs H, W >= kernel_size=9; got 8x8"):
+    cnn.LiftingConv("C4", 2, kernel_size=9, padding="VALID").init(KEY, x)
   with pytest.raises(ValueError, match=r"regular features \(B, H, W, C, \|G\|=4\)"):
     cnn.GroupConv("C4", 2).init(KEY, jnp.zeros((1, 8, 8, 2, 8)))
   with pytest.raises(ValueError, match="even H and W"):

@@ -86,6 +86,7 @@ ROWS = ("canonicalizer", "train_step", "pointcloud", "inference")
 """Row names, in the order they run."""
 
 GROUP = "C8"
+LIFT_PADDING = "VALID"      # equiadapt's custom network: 5x5 lift without padding
 PRIOR_WEIGHT = 100.0        # equiadapt's prior weight for images
 ROTATION_PRIOR_WEIGHT = 1.0
 NUM_CLASSES = 10            # images (CIFAR-10 in the paper)
@@ -343,7 +344,8 @@ def _ce(logits, labels):
 def jax_canonicalizer_case(sizes: Sizes) -> Case:
   """Row 1: GroupConvNet forward + backward of the identity prior loss."""
   images, _ = make_images(sizes.canon_batch, sizes.canon_size)
-  net = GroupConvNet(GROUP, features=32, kernel_size=5, num_layers=3)
+  net = GroupConvNet(GROUP, features=32, kernel_size=5, num_layers=3,
+                     padding=LIFT_PADDING)
   x = jnp.asarray(images)
   params = net.init(jax.random.key(0), x)["params"]
 
@@ -355,7 +357,8 @@ def jax_canonicalizer_case(sizes: Sizes) -> Case:
 
 
 def _image_models(sizes: Sizes):
-  canon = canon_jax.ImageCanonicalizer(GROUP, resize=sizes.canon_size)
+  canon = canon_jax.ImageCanonicalizer(GROUP, resize=sizes.canon_size,
+                                       lift_padding=LIFT_PADDING)
   predictor = canon_models.get_model(sizes.predictor, num_classes=NUM_CLASSES)
   return canon, predictor
 

@@ -202,11 +202,11 @@ def _he_init(variance: float):
   return init
 
 
-def _conv(x, kernel):
-  """Stride-1 'SAME' correlation, NHWC x HWIO (:func:`canon_jax.nn.conv.conv2d`: 1 x 1
+def _conv(x, kernel, padding="SAME"):
+  """Stride-1 correlation, NHWC x HWIO (:func:`canon_jax.nn.conv.conv2d`: 1 x 1
   kernels as a matmul, kernel gradients as matmuls; XLA:CPU's own are 1.3-50x slower,
   BENCHMARKS.md)."""
-  return conv2d(x, kernel, 1, "SAME")
+  return conv2d(x, kernel, 1, padding)
 
 
 # Bias gradients of regular feature maps with at least this many elements (B H W C |G|)
@@ -282,7 +282,10 @@ class LiftingConv(_GroupFilterLayer):
   """Image (B, H, W, C_in) -> regular features (B, H, W, features, |G|).
 
   ``out[..., o, h]`` correlates the image with the base filter transformed by h.
-  Stride 1, symmetric 'SAME' padding, odd kernel.
+  Stride 1, odd kernel. ``padding="SAME"`` (default) zero-pads (k - 1) / 2 pixels on
+  every side and keeps H x W; ``"VALID"`` does not pad: (H - k + 1) x (W - k + 1)
+  outputs (equiadapt's custom networks). Both pad symmetrically, so both are exactly
+  equivariant under the grid's rotations by 90 degrees and its reflections.
 
   With a steerable basis of nb functions and ``nb * (k^2 + features) < k^2 *
   features``, the image is first correlated with the |G| nb fixed basis copies,
@@ -297,12 +300,22 @@ class LiftingConv(_GroupFilterLayer):
   and no transposes.
   """
 
+  padding: Literal["SAME", "VALID"] = "SAME"
+
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     group = from_name(self.group)
     if x.ndim != 4:
       raise ValueError(f"x must be (B, H, W, C); got shape {x.shape}.")
+    if self.padding not in ("SAME", "VALID"):
+      raise ValueError(f"padding must be 'SAME' or 'VALID'; got {self.padding!r}.")
     c_in, n, k = x.shape[-1], group.order, self.kernel_size
+    _check_kernel(k)
+    if self.padding == "VALID" and min(x.shape[1:3]) < k:
+      raise ValueError(f"padding='VALID' needs H, W >= kernel_size={k}; got "
+                       f"{x.shape[1]}x{x.shape[2]}.")
+    pad = k // 2 if self.padding == "SAME" else 0
+    out = (x.shape[0], x.shape[1] + 2 * pad - k + 1, x.shape[2] + 2 * pad - k + 1)
     bank = self._filter_copies(group, (c_in, self.features), c_in * k * k, expand=False)
     steer = (_steering_matrices(group, k, self.max_frequency, self.num_rings,
                                 self.sigma) if isinstance(bank, tuple) else None)
@@ -317,11 +330,11 @@ class LiftingConv(_GroupFilterLayer):
       plain = np.einsum("xyi,cd->xycdi", np.asarray(steerable_basis(
           group, k, self.max_frequency, self.num_rings, self.sigma)[0]),
                         np.eye(c_in, dtype=np.float32)).reshape(k, k, c_in, c_in * nb)
-      z = _conv(x, jnp.asarray(plain, x.dtype))
+      z = _conv(x, jnp.asarray(plain, x.dtype), self.padding)
       mixing = jnp.einsum("hij,jco->cioh", jnp.asarray(steer), coeffs).reshape(
           c_in * nb, self.features * n)
-      y = pointwise(z.reshape(x.shape[:3] + (c_in * nb,)), mixing.astype(x.dtype))
-      return self._add_bias(y.reshape(x.shape[:3] + (self.features, n)))
+      y = pointwise(z, mixing.astype(x.dtype))
+      return self._add_bias(y.reshape(out + (self.features, n)))
     if isinstance(bank, tuple) and bank[0].shape[-1] * (k * k + self.features) < (
         k * k * self.features):
       basis, coeffs = bank
@@ -329,18 +342,18 @@ class LiftingConv(_GroupFilterLayer):
       # im2col (B, H, W, c, k*k) @ (k*k, n * nb) basis filters: every input channel
       # against every basis copy in one matmul (the grouped convolution it replaces
       # took 29 ms of a B=2 train step on XLA:CPU, this ~6 ms; BENCHMARKS.md).
-      pad = (k // 2, k // 2)
-      patches = jnp.stack(window_taps(x, (k, k), (1, 1), (pad, pad)), axis=-1)
+      patches = jnp.stack(window_taps(x, (k, k), (1, 1), ((pad, pad), (pad, pad))),
+                          axis=-1)
       filters = jnp.transpose(basis, (1, 2, 0, 3)).reshape(k * k, n * nb)
-      z = pointwise(patches, filters.astype(x.dtype)).reshape(x.shape[:3] + (c_in, n, nb))
+      z = pointwise(patches, filters.astype(x.dtype)).reshape(out + (c_in, n, nb))
       # (B, H, W, g, j, c) @ ((j, c), o): one matmul over the basis and the channels.
       mixed = pointwise(
-          jnp.transpose(z, (0, 1, 2, 4, 5, 3)).reshape(x.shape[:3] + (n, nb * c_in)),
+          jnp.transpose(z, (0, 1, 2, 4, 5, 3)).reshape(out + (n, nb * c_in)),
           coeffs.astype(x.dtype).reshape(nb * c_in, self.features))
       return self._add_bias(jnp.swapaxes(mixed, -1, -2))
     copies = _expand(bank)
     kernel = jnp.transpose(copies, (1, 2, 3, 4, 0)).reshape(k, k, c_in, self.features * n)
-    y = _conv(x, kernel.astype(x.dtype)).reshape(x.shape[:3] + (self.features, n))
+    y = _conv(x, kernel.astype(x.dtype), self.padding).reshape(out + (self.features, n))
     return self._add_bias(y)
 
 

@@ -6,6 +6,8 @@ argmax moves from h to g h when the input is transformed by g.
 """
 from __future__ import annotations
 
+from typing import Literal
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -25,6 +27,8 @@ class GroupConvNet(nn.Module):
     num_layers: total layers including the lift (3 in equiadapt).
     basis, max_frequency, num_rings, sigma: lifting filter parametrisation
       (see :mod:`canon_jax.nn.gconv`).
+    padding: the lift's padding, "SAME" (maps keep H x W) or "VALID" (H - k + 1;
+      equiadapt's ``CustomEquivariantNetwork``); the later layers are 1 x 1.
   """
   group: DiscreteGroup | str
   features: int = 32
@@ -34,6 +38,7 @@ class GroupConvNet(nn.Module):
   max_frequency: int = 1
   num_rings: int = 1
   sigma: float = 1.0
+  padding: Literal["SAME", "VALID"] = "SAME"
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
@@ -41,7 +46,7 @@ class GroupConvNet(nn.Module):
     group = from_name(self.group)
     f = LiftingConv(group, self.features, self.kernel_size, basis=self.basis,
                     max_frequency=self.max_frequency, num_rings=self.num_rings,
-                    sigma=self.sigma, name="lift")(x)
+                    sigma=self.sigma, padding=self.padding, name="lift")(x)
     for i in range(self.num_layers - 1):
       h = nn.relu(f)
       if i == self.num_layers - 2:
