@@ -310,13 +310,10 @@ class LiftingConv(_GroupFilterLayer):
     if self.padding not in ("SAME", "VALID"):
       raise ValueError(f"padding must be 'SAME' or 'VALID'; got {self.padding!r}.")
     c_in, n, k = x.shape[-1], group.order, self.kernel_size
-    _check_kernel(k)
+    bank = self._filter_copies(group, (c_in, self.features), c_in * k * k, expand=False)
     if self.padding == "VALID" and min(x.shape[1:3]) < k:
       raise ValueError(f"padding='VALID' needs H, W >= kernel_size={k}; got "
                        f"{x.shape[1]}x{x.shape[2]}.")
-    pad = k // 2 if self.padding == "SAME" else 0
-    out = (x.shape[0], x.shape[1] + 2 * pad - k + 1, x.shape[2] + 2 * pad - k + 1)
-    bank = self._filter_copies(group, (c_in, self.features), c_in * k * k, expand=False)
     steer = (_steering_matrices(group, k, self.max_frequency, self.num_rings,
                                 self.sigma) if isinstance(bank, tuple) else None)
     if steer is not None and bank[0].shape[-1] * (k * k + n * self.features) < (
@@ -334,7 +331,7 @@ class LiftingConv(_GroupFilterLayer):
       mixing = jnp.einsum("hij,jco->cioh", jnp.asarray(steer), coeffs).reshape(
           c_in * nb, self.features * n)
       y = pointwise(z, mixing.astype(x.dtype))
-      return self._add_bias(y.reshape(out + (self.features, n)))
+      return self._add_bias(y.reshape(y.shape[:3] + (self.features, n)))
     if isinstance(bank, tuple) and bank[0].shape[-1] * (k * k + self.features) < (
         k * k * self.features):
       basis, coeffs = bank
@@ -342,8 +339,9 @@ class LiftingConv(_GroupFilterLayer):
       # im2col (B, H, W, c, k*k) @ (k*k, n * nb) basis filters: every input channel
       # against every basis copy in one matmul (the grouped convolution it replaces
       # took 29 ms of a B=2 train step on XLA:CPU, this ~6 ms; BENCHMARKS.md).
-      patches = jnp.stack(window_taps(x, (k, k), (1, 1), ((pad, pad), (pad, pad))),
-                          axis=-1)
+      pad = (k // 2, k // 2) if self.padding == "SAME" else (0, 0)
+      patches = jnp.stack(window_taps(x, (k, k), (1, 1), (pad, pad)), axis=-1)
+      out = patches.shape[:3]
       filters = jnp.transpose(basis, (1, 2, 0, 3)).reshape(k * k, n * nb)
       z = pointwise(patches, filters.astype(x.dtype)).reshape(out + (c_in, n, nb))
       # (B, H, W, g, j, c) @ ((j, c), o): one matmul over the basis and the channels.
@@ -353,8 +351,8 @@ class LiftingConv(_GroupFilterLayer):
       return self._add_bias(jnp.swapaxes(mixed, -1, -2))
     copies = _expand(bank)
     kernel = jnp.transpose(copies, (1, 2, 3, 4, 0)).reshape(k, k, c_in, self.features * n)
-    y = _conv(x, kernel.astype(x.dtype), self.padding).reshape(out + (self.features, n))
-    return self._add_bias(y)
+    y = _conv(x, kernel.astype(x.dtype), self.padding)
+    return self._add_bias(y.reshape(y.shape[:3] + (self.features, n)))
 
 
 class GroupConv(_GroupFilterLayer):
