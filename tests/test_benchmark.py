@@ -117,3 +117,37 @@ def test_rejects_unknown_rows_and_devices():
     benchmark.run("tiny", ("canonicalizer",), device="tpu")
   with pytest.raises(ValueError, match="batch must be"):
     benchmark.run("tiny", ("canonicalizer",), batch=0)
+
+
+@pytest.mark.parametrize("iters", [1, 2, 7])
+@pytest.mark.parametrize("frameworks", [
+    {"canon_jax": "jax", "baseline": "torch"},
+    {"canon_jax": "jax", "canon_jax_predictor": "jax", "baseline": "torch",
+     "baseline_predictor": "torch"},
+    {"canon_jax": "jax", "baseline": "jax", "canon_jax_predictor": "jax"},
+])
+def test_schedule_times_every_case_iters_times_never_right_after_a_switch(
+    frameworks, iters):
+  order = benchmark.schedule(frameworks, iters)
+  timed = [key for key, is_timed in order if is_timed]
+  assert sorted(timed) == sorted(list(frameworks) * iters)
+  for (prev, _), (key, is_timed) in zip(order, order[1:]):
+    if frameworks[prev] != frameworks[key]:
+      assert not is_timed, (prev, key, order)
+  untimed = [key for key, is_timed in order if not is_timed]
+  if len(set(frameworks.values())) == 1:
+    # One library: plain round-robin, nothing wasted.
+    assert not untimed and order[:len(frameworks)] == [(k, True) for k in frameworks]
+  else:
+    # Library blocks canon_jax, reference, canon_jax: 3 switches at most, each with
+    # one untimed step; each block alternates its own cases.
+    assert len(untimed) <= 3
+    first = [k for k, t in order if t][:2]
+    assert frameworks[first[0]] == "jax"
+    if iters > 1 and len(first) == 2 and list(frameworks.values()).count("jax") > 1:
+      assert first[0] != first[1]
+
+
+def test_schedule_rejects_bad_iters():
+  with pytest.raises(ValueError, match="iters"):
+    benchmark.schedule({"a": "jax"}, 0)

@@ -33,8 +33,10 @@ throughput, peak memory, and ``speedup`` = baseline median / canon_jax median.
 Method (also in ``train/BENCHMARKS.md``):
 
 * Timing: ``time.perf_counter`` around one step; JAX outputs are
-  ``block_until_ready``-ed (torch on CPU is synchronous). The two sides' steps are
-  interleaved (A, B, A, B, ...), so a load change on a shared machine hits both.
+  ``block_until_ready``-ed (torch on CPU is synchronous). Each library's cases run
+  round-robin in blocks (canon_jax, reference, canon_jax), every block after one
+  untimed step (:func:`schedule`): a change of load hits both sides alike, and no
+  timed step follows a step of the other library.
 * Threads: ``--threads N`` (default: every core the process may use) pins the
   process to N cores (``os.sched_setaffinity``) and sets
   ``torch.set_num_threads(N)``; XLA's CPU client sizes its intra-op pool from the
@@ -258,6 +260,8 @@ class Case:
     flops: FLOPs per step from XLA's cost analysis (None if unknown).
     xla_bytes: XLA's buffer plan of the step: arguments + outputs + temporaries.
     device_peak: on GPU, torch's (reset, read) of its peak device bytes.
+    framework: the library that runs the step ("jax" or "torch"; see
+      :func:`schedule`).
   """
   label: str
   step: Callable[[], None]
@@ -266,6 +270,7 @@ class Case:
   flops: float | None = None
   xla_bytes: int | None = None
   device_peak: tuple[Callable[[], None], Callable[[], int]] | None = None
+  framework: str = "jax"
 
 
 def _cost_flops(compiled) -> float | None:
@@ -543,13 +548,13 @@ class _Torch:
   def case(self, label: str, step: Callable[[], None], examples: int) -> Case:
     torch = self.torch
     if self.dev == "cpu":
-      return Case(label, step, examples)
+      return Case(label, step, examples, framework="torch")
 
     def synced():
       step()
       torch.cuda.synchronize()
 
-    return Case(label, synced, examples, device_peak=(
+    return Case(label, synced, examples, framework="torch", device_peak=(
         torch.cuda.reset_peak_memory_stats, torch.cuda.max_memory_allocated))
 
   def group_conv_net(self, size: int):
@@ -691,9 +696,41 @@ def _prepare(build: Callable[[], Case], warmup: int, device: str
   return case, case.xla_bytes, "xla memory_analysis"
 
 
+def schedule(frameworks: dict[str, str], iters: int) -> list[tuple[str, bool]]:
+  """The order in which :func:`measure` runs the cases: ``[(key, timed), ...]``.
+
+  ``frameworks`` maps each case (in the row's order) to its library ("jax",
+  "torch"). With one library the cases go round-robin, ``iters`` rounds. With
+  several, each library's cases go round-robin in blocks, the first library's
+  rounds split around the others' (canon_jax, reference, canon_jax: a linear drift
+  of the machine hits both alike), and every block starts with one untimed step of
+  its first case: at the full sizes a JAX step right after a torch step was 1.5–3.4 s
+  (8–17%) slower than the same step after a JAX step (BENCHMARKS.md, 2026-11-29),
+  which biased whichever case followed the other library.
+  """
+  if not isinstance(iters, int) or iters < 1:
+    raise ValueError(f"iters must be a positive int; got {iters!r}.")
+  libraries: dict[str, list[str]] = {}
+  for key, library in frameworks.items():
+    libraries.setdefault(library, []).append(key)
+  if len(libraries) == 1:
+    return [(key, True) for _ in range(iters) for key in frameworks]
+  first, *others = libraries
+  blocks = [(first, (iters + 1) // 2)] + [(lib, iters) for lib in others]
+  blocks.append((first, iters // 2))
+  order = []
+  for library, rounds in blocks:
+    if rounds:
+      keys = libraries[library]
+      order.append((keys[0], False))
+      order += [(key, True) for _ in range(rounds) for key in keys]
+  return order
+
+
 def measure(builders: dict[str, Callable[[], Case]], sizes: Sizes, device: str
             ) -> dict[str, dict[str, Any]]:
-  """Prepares every case (one after another), then times them interleaved.
+  """Prepares every case (one after another), then times them in the order of
+  :func:`schedule`.
 
   Returns ``{key: stats}`` with ``label``, ``median_s``, ``p25_s``, ``p75_s``,
   ``throughput`` (examples/s at the median), ``compile_s``, ``peak_memory_mb``,
@@ -703,10 +740,10 @@ def measure(builders: dict[str, Callable[[], Case]], sizes: Sizes, device: str
   for key, build in builders.items():
     cases[key], *memory[key] = _prepare(build, sizes.warmup, device)
   times = {key: [] for key in cases}
-  for _ in range(sizes.iters):
-    for key, case in cases.items():
-      start = time.perf_counter()
-      case.step()
+  for key, timed in schedule({k: c.framework for k, c in cases.items()}, sizes.iters):
+    start = time.perf_counter()
+    cases[key].step()
+    if timed:
       times[key].append(time.perf_counter() - start)
   stats = {}
   for key, case in cases.items():
