@@ -40,6 +40,7 @@ def _load(tmp_path, argv):
   assert TOP_FIELDS <= set(loaded)
   assert loaded["mode"] == "tiny" and loaded["device"] == "cpu"
   assert loaded["machine"]["cores"] >= 1 and loaded["machine"]["versions"]["jax"]
+  assert loaded["machine"]["malloc"] in ("retain", "default")
   for row in loaded["rows"]:
     assert ROW_FIELDS <= set(row), sorted(ROW_FIELDS - set(row))
   return loaded
@@ -117,6 +118,8 @@ def test_rejects_unknown_rows_and_devices():
     benchmark.run("tiny", ("canonicalizer",), device="tpu")
   with pytest.raises(ValueError, match="batch must be"):
     benchmark.run("tiny", ("canonicalizer",), batch=0)
+  with pytest.raises(ValueError, match="malloc must be"):
+    benchmark.run("tiny", ("canonicalizer",), malloc="tcmalloc")
 
 
 @pytest.mark.parametrize("iters", [1, 2, 7])

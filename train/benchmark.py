@@ -48,6 +48,9 @@ Method (also in ``train/BENCHMARKS.md``):
   counted. JAX rows also report XLA's own buffer plan (``memory_analysis``:
   arguments + outputs + temporaries). On GPU: XLA's plan for JAX,
   ``torch.cuda.max_memory_allocated`` for torch.
+* Host memory (``--malloc``): by default glibc is told to reuse freed blocks
+  (:mod:`train.host_memory`) instead of unmapping XLA's per-step temporary buffer
+  and faulting it in again every step; both libraries share the setting.
 * FLOPs (``--flops``, always on GPU): XLA's ``cost_analysis()`` of the compiled
   step; MFU = FLOPs / median time / the measured peak of a matmul (bf16 on GPU,
   float32 on CPU).
@@ -59,7 +62,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import ctypes
 import dataclasses
 import datetime
 import gc
@@ -83,6 +85,7 @@ import canon_jax
 from canon_jax import models as canon_models
 from canon_jax.nn import GroupConvNet
 from canon_jax.pointcloud import PointCloudCanonicalizer
+from train import host_memory
 
 ROWS = ("canonicalizer", "train_step", "pointcloud", "inference")
 """Row names, in the order they run."""
@@ -215,8 +218,7 @@ def _rss() -> int:
 def _trim() -> None:
   """Collects garbage and returns freed heap pages to the OS (glibc only)."""
   gc.collect()
-  with contextlib.suppress(OSError, AttributeError):
-    ctypes.CDLL("libc.so.6").malloc_trim(0)
+  host_memory.release_freed_memory()
 
 
 class _PeakRss:
@@ -963,8 +965,8 @@ def format_table(result: dict[str, Any]) -> str:
 def run(mode: str = "quick", rows: tuple[str, ...] = ROWS, *, reference: bool = True,
         device: str = "cpu", flops: bool = False, threads: int | None = None,
         profile: bool = False, iters: int | None = None, warmup: int | None = None,
-        batch: int | None = None, log: Callable[[str], None] = print,
-        command: str | None = None
+        batch: int | None = None, malloc: str = "retain",
+        log: Callable[[str], None] = print, command: str | None = None
         ) -> dict[str, Any]:
   """Runs the benchmark; returns the JSON-able result (see the module docstring).
 
@@ -978,6 +980,11 @@ def run(mode: str = "quick", rows: tuple[str, ...] = ROWS, *, reference: bool = 
     profile: add :func:`profile_breakdown` under ``"profile"``.
     iters, warmup: override the mode's timed / warm-up steps.
     batch: override every row's batch size (between --quick and the full sizes).
+    malloc: "retain" (:func:`train.host_memory.retain_freed_memory`: freed blocks
+      are reused, not unmapped and faulted in again every step; both libraries
+      share the process, so both get it) or "default" (glibc as configured). Takes
+      full effect only before JAX and torch start their threads (``main`` applies
+      it first thing).
     log: progress messages.
     command: how the run was started, for the record (default: this call).
   """
@@ -988,6 +995,10 @@ def run(mode: str = "quick", rows: tuple[str, ...] = ROWS, *, reference: bool = 
     raise ValueError(f"rows must be among {ROWS}; got unknown {unknown}.")
   if device not in ("cpu", "gpu"):
     raise ValueError(f"device must be 'cpu' or 'gpu'; got {device!r}.")
+  if malloc not in ("retain", "default"):
+    raise ValueError(f"malloc must be 'retain' or 'default'; got {malloc!r}.")
+  if malloc == "retain":
+    host_memory.retain_freed_memory()
   threads = configure_threads(threads)
   if jax.default_backend() != device:
     raise RuntimeError(f"--device {device} but JAX's default backend is "
@@ -1015,7 +1026,9 @@ def run(mode: str = "quick", rows: tuple[str, ...] = ROWS, *, reference: bool = 
       "date": datetime.datetime.now().isoformat(timespec="seconds"),
       "command": command or f"train.benchmark.run({mode!r}, {rows!r})",
       "mode": mode, "device": device, "sizes": dataclasses.asdict(sizes),
-      "machine": machine_info(threads), "peak_matmul_flops_per_s": peak,
+      "machine": {**machine_info(threads),
+                  "malloc": "retain" if host_memory.is_retaining() else "default"},
+      "peak_matmul_flops_per_s": peak,
       "peak_matmul_dtype": peak_dtype,
       "rows": [],
   }
@@ -1046,20 +1059,25 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
   parser.add_argument("--iters", type=int, help="timed steps per side")
   parser.add_argument("--warmup", type=int, help="untimed steps per side after compiling")
   parser.add_argument("--batch", type=int, help="batch size of every row (overrides the mode's)")
+  parser.add_argument("--malloc", choices=("retain", "default"), default="retain",
+                      help="reuse freed host memory (glibc; default) or not")
   args = parser.parse_args(argv)
+  if args.malloc == "retain":
+    host_memory.retain_freed_memory()  # before JAX and torch start their threads
   mode = "quick" if args.quick else "tiny" if args.tiny else "full"
   result = run(mode, tuple(r for r in args.rows.split(",") if r),
                reference=not args.no_reference, device=args.device, flops=args.flops,
                threads=args.threads, profile=args.profile, iters=args.iters,
-               warmup=args.warmup, batch=args.batch,
+               warmup=args.warmup, batch=args.batch, malloc=args.malloc,
                log=lambda m: print(m, file=sys.stderr, flush=True),
                command=" ".join(["python -m train.benchmark"]
                                 + (sys.argv[1:] if argv is None else argv)))
   m = result["machine"]
   print(f"\n{result['date']}  {result['command']}\n{m['cpu']}, {m['cores']} cores "
         f"({m['threads']} used), load {m['load_average'][0]:.1f} -> "
-        f"{m['load_average_end'][0]:.1f}; jax {m['versions']['jax']}, torch "
-        f"{m['versions']['torch']}, equiadapt {m['versions']['equiadapt']}\n")
+        f"{m['load_average_end'][0]:.1f}, malloc {m['malloc']}; jax "
+        f"{m['versions']['jax']}, torch {m['versions']['torch']}, equiadapt "
+        f"{m['versions']['equiadapt']}\n")
   print(format_table(result))
   if "profile" in result:
     print("\nprofile (median s): " + ", ".join(
