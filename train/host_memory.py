@@ -6,7 +6,8 @@ that large with a fresh ``mmap`` (from any thread but the main one even when
 ``mmap`` is disabled, because a thread arena's heap is at most 64 MB) and unmaps
 them on free, so every step faults and zeroes its whole temporary buffer again in
 4 KiB pages: 114 k minor faults per batch-2 step, 1.7 M per batch-32 step. The
-batch-32 step ran 15% faster without them (``train/BENCHMARKS.md``, 2026-11-29).
+batch-32 step ran 13-19% faster without them (``train/BENCHMARKS.md``, 2026-11-29;
+at batch 2 the difference was within the noise).
 
 :func:`retain_freed_memory` sets, with ``mallopt``: one arena for every thread
 (``M_ARENA_MAX`` 1), no ``mmap`` for large blocks (``M_MMAP_MAX`` 0: they come from
