@@ -982,9 +982,9 @@ def run(mode: str = "quick", rows: tuple[str, ...] = ROWS, *, reference: bool = 
     batch: override every row's batch size (between --quick and the full sizes).
     malloc: "retain" (:func:`train.host_memory.retain_freed_memory`: freed blocks
       are reused, not unmapped and faulted in again every step; both libraries
-      share the process, so both get it) or "default" (glibc as configured). Takes
-      full effect only before JAX and torch start their threads (``main`` applies
-      it first thing).
+      share the process, so both get it) or "default" (glibc as configured). Applied
+      here before JAX's backend and torch start; it takes full effect only if no
+      earlier code in the process started them.
     log: progress messages.
     command: how the run was started, for the record (default: this call).
   """
@@ -1062,8 +1062,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
   parser.add_argument("--malloc", choices=("retain", "default"), default="retain",
                       help="reuse freed host memory (glibc; default) or not")
   args = parser.parse_args(argv)
-  if args.malloc == "retain":
-    host_memory.retain_freed_memory()  # before JAX and torch start their threads
   mode = "quick" if args.quick else "tiny" if args.tiny else "full"
   result = run(mode, tuple(r for r in args.rows.split(",") if r),
                reference=not args.no_reference, device=args.device, flops=args.flops,

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import platform
 
 # mallopt parameters (glibc's malloc.h).
@@ -31,8 +32,11 @@ _M_ARENA_MAX = -8
 _applied = False
 
 
+@functools.lru_cache(maxsize=1)
 def _libc():
-  """glibc's handle, or None where the C library is not glibc (macOS, musl)."""
+  """glibc's handle, or None where the C library is not glibc (macOS, musl).
+
+  Looked up once: ``find_library`` runs ``ldconfig``."""
   if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
     return None
   name = ctypes.util.find_library("c") or "libc.so.6"
