@@ -41,18 +41,26 @@ def check_integer(x, name: str) -> None:
     raise TypeError(f"{name} must have an integer dtype; got {dtype}.")
 
 
-def check_finite(x, name: str) -> None:
+def check_finite(x, name: str, mode: bool | None = True) -> None:
   """Raises ValueError if ``x`` has NaN/Inf.
 
-  On concrete arrays the check runs now. Under ``jit`` it is compiled into the
-  computation as a host callback that raises when the step runs (the error then
-  surfaces wrapped in a runtime error carrying this message).
+  On concrete arrays the check runs now (unless ``mode`` is False). Under ``jit``,
+  with ``mode=True``, it is compiled into the computation as a host callback that
+  raises when the step runs (the error then surfaces wrapped in a runtime error
+  carrying this message); with ``mode=None`` traced arrays are not checked, so a
+  compiled step carries no callback; ``mode=False`` checks nothing.
   """
+  if mode is False:
+    return
+  if mode is not None and not isinstance(mode, bool):
+    raise TypeError(f"check_finite must be True, False or None; got {mode!r}.")
   if is_concrete(x):
     bad = int(np.size(x) - np.count_nonzero(np.isfinite(np.asarray(x))))
     if bad:
       raise ValueError(
           f"{name} must be finite; got {bad} NaN/Inf values out of {np.size(x)}.")
+    return
+  if mode is None:
     return
 
   def _host_check(ok):

@@ -117,8 +117,10 @@ class ImageCanonicalizer(nn.Module):
       groups with non-90-degree rotations, none otherwise).
     readout: "discrete" (argmax element) or "continuous" (SO(2) angle from C_n
       logits, bilinear rotation; cyclic groups only).
-    check_finite: raise on NaN/Inf input images (eager arrays; under jit a host
-      callback raises when the step runs).
+    check_finite: raise ValueError on NaN/Inf input images. ``None`` (default):
+      eager calls check (notebooks, ``init``), traced ones do not, so a jitted
+      training step carries no host callback; ``True``: also under jit (a host
+      callback raises when the step runs); ``False``: never.
     lift_padding: "SAME" (default; the lift keeps the network input's size) or
       "VALID" (no padding, (S - k + 1)^2 maps, as equiadapt's custom network;
       "gcnn" only). The parameters are the same either way.
@@ -136,7 +138,7 @@ class ImageCanonicalizer(nn.Module):
   filter_sigma: float = 1.0
   input_mask: Literal["auto", "soft", "hard", "none"] = "auto"
   readout: Literal["discrete", "continuous"] = "discrete"
-  check_finite: bool = False
+  check_finite: bool | None = None
   lift_padding: Literal["SAME", "VALID"] = "SAME"
 
   def _validate(self, group: DiscreteGroup) -> None:
@@ -189,8 +191,7 @@ class ImageCanonicalizer(nn.Module):
     self._validate(group)
     _checks.check_nhwc(images)
     transforms._check_spatial(images, group, "images")
-    if self.check_finite:
-      _checks.check_finite(images, "images")
+    _checks.check_finite(images, "images", self.check_finite)
     x = self.preprocess(images)
     if self.network == "gcnn":
       net = GroupConvNet(group, self.features, self.kernel_size, self.num_layers,

@@ -117,13 +117,14 @@ def knn_indices(points: jax.Array, k: int) -> jax.Array:
 
 
 def check_points(points, name: str = "points", min_points: int = 1,
-                 check_finite: bool = False) -> None:
+                 check_finite: bool | None = False) -> None:
   """Validates a (B, N, 3) float point cloud batch with N >= ``min_points``.
 
   Raises ValueError (rank, last axis, N, and NaN/Inf if ``check_finite``) or
   TypeError (dtype) naming ``name`` and stating the expected and actual values.
-  The NaN/Inf check reads concrete arrays now; under jit it becomes a host
-  callback that raises when the computation runs.
+  The NaN/Inf check reads concrete arrays now; under jit, with
+  ``check_finite=True``, it becomes a host callback that raises when the
+  computation runs (``None``: concrete arrays only).
   """
   _checks.check_rank(points, name, 3, "B, N, 3: a batch of clouds of 3-D points")
   _checks.check_floating(points, name)
@@ -136,8 +137,7 @@ def check_points(points, name: str = "points", min_points: int = 1,
         f"{name} must have at least {min_points} points per cloud (N >= k, the "
         f"number of neighbours); got N={points.shape[1]} in shape "
         f"{tuple(points.shape)}.")
-  if check_finite:
-    _checks.check_finite(points, name)
+  _checks.check_finite(points, name, check_finite)
 
 
 def canonicalize_points(points: jax.Array, rotation: jax.Array,
@@ -196,9 +196,10 @@ class PointCloudCanonicalizer(nn.Module):
       VN 21 vector channels as equiadapt's 64 // 3).
     pooling: VN only: "mean" or "max" (learned direction) over the neighbours.
     eps: smoothing of the norms in the Gram-Schmidt and the RMS scale.
-    check_finite: raise ValueError on NaN/Inf points (eager arrays at once; under
-      jit a host callback raises when the step runs; turn off to drop that
-      callback from a hot training step).
+    check_finite: raise ValueError on NaN/Inf points. ``None`` (default): eager
+      calls check (notebooks, ``init``), traced ones do not, so a jitted training
+      step carries no host callback; ``True``: also under jit (a host callback
+      raises when the step runs); ``False``: never.
   """
   network: Literal["e3nn", "vn"] = "e3nn"
   group: Literal["SO3", "O3"] = "SO3"
@@ -207,7 +208,7 @@ class PointCloudCanonicalizer(nn.Module):
   channels: int | None = None
   pooling: Literal["mean", "max"] = "mean"
   eps: float = 1e-8
-  check_finite: bool = True
+  check_finite: bool | None = None
 
   @nn.compact
   def __call__(self, points: jax.Array, train: bool = False

@@ -172,7 +172,7 @@ def _check_spatial(y, group, name):
 
 
 def transform_images(images: jax.Array, group, elements: jax.Array, *,
-                     check_finite: bool = False) -> jax.Array:
+                     check_finite: bool | None = False) -> jax.Array:
   """Applies a per-sample group element to a batch of images.
 
   Args:
@@ -180,7 +180,8 @@ def transform_images(images: jax.Array, group, elements: jax.Array, *,
       0/180-degree rotations.
     group: a :class:`DiscreteGroup` or a name such as "C8" or "D4".
     elements: (B,) integer element indices in [0, |G|).
-    check_finite: raise ValueError if ``images`` holds NaN/Inf.
+    check_finite: raise ValueError if ``images`` holds NaN/Inf (True: also under
+      jit, as a host callback; None: concrete arrays only; False: never).
 
   Returns:
     (B, H, W, C): ``elements[b] . images[b]``. Exact index permutations for
@@ -190,8 +191,7 @@ def transform_images(images: jax.Array, group, elements: jax.Array, *,
   _checks.check_nhwc(images)
   _check_spatial(images, group, "images")
   elements = _check_elements(elements, group, images.shape[0])
-  if check_finite:
-    _checks.check_finite(images, "images")
+  _checks.check_finite(images, "images", check_finite)
   return _spatial(images, group, elements, "bilinear")
 
 

@@ -185,7 +185,31 @@ def test_canonicalizer_rejects_bad_input():
     _tiny("C4", network="wrn", lift_padding="VALID").init(KEY, x)
   bad = np.zeros((2, 16, 16, 3), np.float32)
   bad[1, 3, 3, 0] = np.nan
-  with pytest.raises(ValueError, match="images must be finite; got 1 NaN/Inf"):
-    _tiny("C4", check_finite=True).apply(v, bad)
+  for mode in (True, None):  # None (the default) checks eager calls too
+    with pytest.raises(ValueError, match="images must be finite; got 1 NaN/Inf"):
+      _tiny("C4", check_finite=mode).apply(v, bad)
+  with pytest.raises(TypeError, match="check_finite must be True, False or None"):
+    _tiny("C4", check_finite="yes").apply(v, x)
   with pytest.raises(TypeError, match="result must be a CanonicalizationResult"):
     cj.invert(x, {"element": 0})
+
+
+def test_finite_check_modes_under_jit():
+  """Traced calls carry the NaN/Inf host callback only with check_finite=True; the
+  default (None) keeps it out of jitted training steps, False skips even eager
+  calls."""
+  x = jax.random.normal(KEY, (2, 16, 16, 3))
+  v = _tiny("C4").init(KEY, x)
+  jaxpr = lambda mode: str(jax.make_jaxpr(
+      lambda x: _tiny("C4", check_finite=mode).apply(v, x, train=True).canonical)(x))
+  assert "debug_callback" in jaxpr(True)
+  assert "debug_callback" not in jaxpr(None)
+  assert "debug_callback" not in jaxpr(False)
+  bad = np.array(x)
+  bad[0, 0, 0, 0] = np.inf
+  with jax.debug_nans(False):
+    out = _tiny("C4", check_finite=False).apply(v, bad)  # no check: runs through
+    assert out.canonical.shape == x.shape
+    with pytest.raises(Exception, match="images must be finite"):
+      jax.block_until_ready(jax.jit(_tiny("C4", check_finite=True).apply)(
+          v, jnp.asarray(bad)).canonical)

@@ -211,13 +211,19 @@ def test_nan_points_error():
 
 
 def test_nan_points_error_under_jit():
-  """Under jit the check runs with the computation and raises there."""
+  """With check_finite=True the check runs with the jitted computation and raises
+  there; by default (None) a traced call carries no host callback at all."""
   module, variables, _ = _setup("vn-O3")
   x = _clouds(12)
   x[0, 0, 0] = np.nan
+  checked = module.clone(check_finite=True)
   # conftest's NaN debugging would stop at the NaN input before the check runs.
   with jax.debug_nans(False), pytest.raises(Exception, match="points must be finite"):
-    jax.block_until_ready(fast_jit(module.apply)(variables, x).rotation)
+    jax.block_until_ready(fast_jit(checked.apply)(variables, x).rotation)
+  jaxpr = lambda m: str(jax.make_jaxpr(m.apply)(variables, _clouds(12)))
+  assert "debug_callback" in jaxpr(checked)
+  assert "debug_callback" not in jaxpr(module)
+  assert "debug_callback" not in jaxpr(module.clone(check_finite=False))
 
 
 def test_bad_options():

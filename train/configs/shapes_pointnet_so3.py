@@ -69,8 +69,9 @@ def get_config() -> ml_collections.ConfigDict:
       normalize=ml_collections.config_dict.placeholder(str),
   ))
 
-  # Fields of canon_jax.PointCloudCanonicalizer. check_finite=False drops the host
-  # callback from the training step (the input pipeline's clouds are finite).
+  # Fields of canon_jax.PointCloudCanonicalizer. check_finite=False: no check at all
+  # (the input pipeline's clouds are finite; the default, None, checks only eager
+  # calls, never the jitted step).
   config.canonicalizer = ml_collections.ConfigDict(dict(
       network="vn",
       group="SO3",
