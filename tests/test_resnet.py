@@ -6,8 +6,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
-from torch_shim import (assert_logits_close, import_torchvision, numpy_state_dict,
-                        randomize_, torch_logits)
+from torch_shim import (assert_converted_matches, assert_logits_close,
+                        import_torchvision, numpy_state_dict, randomize_, torch_logits)
 
 from canon_jax import convert
 from canon_jax.models import (IMAGENET_MEAN, IMAGENET_STD, ResNet, get_model, normalize,
@@ -39,13 +39,9 @@ def small():
 def test_eval_logits_match_torchvision(arch):
   torch.manual_seed(1)
   reference = randomize_(getattr(torchvision.models, arch)(num_classes=10), seed=1)
-  module = get_model(arch, num_classes=10)
-  variables = convert.convert_state_dict(numpy_state_dict(reference), module, "torchvision")
-  images = _images(2, (2, 64, 64, 3))  # two different random images
-  with jax.default_matmul_precision("highest"):
-    logits = module.apply(variables, jnp.asarray(images))
-  assert logits.dtype == jnp.float32
-  assert_logits_close(logits, torch_logits(reference, images))
+  # Two different random images.
+  assert_converted_matches(reference, get_model(arch, num_classes=10), "torchvision",
+                           _images(2, (2, 64, 64, 3)))
 
 
 @pytest.mark.parametrize("height,width", [(33, 46), (50, 38)])

@@ -5,8 +5,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
-from torch_shim import (assert_logits_close, import_timm, import_torchvision,
-                        numpy_state_dict, randomize_, torch_logits)
+from torch_shim import (assert_converted_matches, assert_logits_close, import_timm,
+                        import_torchvision, numpy_state_dict, randomize_, torch_logits)
 
 from canon_jax import convert
 from canon_jax.models import ViT, get_model
@@ -50,13 +50,9 @@ def small():
 
 
 def _check_parity(reference, module, source, image_size, batch, seed):
-  variables = convert.convert_state_dict(
-      numpy_state_dict(reference), module, source, image_size=image_size)
-  images = _images(seed, (batch, image_size, image_size, 3))
-  with jax.default_matmul_precision("highest"):
-    logits = module.apply(variables, jnp.asarray(images))
-  assert logits.dtype == jnp.float32
-  assert_logits_close(logits, torch_logits(reference, images))
+  assert_converted_matches(reference, module, source,
+                           _images(seed, (batch, image_size, image_size, 3)),
+                           image_size=image_size)
 
 
 def test_vit_b_16_matches_torchvision_at_224():

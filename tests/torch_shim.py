@@ -13,14 +13,19 @@ detection ops stay unusable, the classification models work) and then imports
 torchvision. Keep this module in ``tests/``: the library never imports torchvision.
 
 It also holds the small torch helpers the parity tests share (:func:`randomize_`,
-:func:`numpy_state_dict`, :func:`torch_logits`, :func:`assert_logits_close`).
+:func:`numpy_state_dict`, :func:`torch_logits`, :func:`assert_logits_close`,
+:func:`assert_converted_matches`).
 """
 import importlib.util
 import os
 import types
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import torch
+
+from canon_jax import convert
 
 _SCHEMAS = (
     "nms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor",
@@ -111,3 +116,16 @@ def assert_logits_close(actual, reference, rtol: float = 1e-4) -> None:
   assert scale > 0, "reference logits are all zero: the test would not compare anything"
   error = np.abs(actual - reference).max()
   assert error <= rtol * scale, f"max |diff| {error:.3g} > {rtol} * max |ref| {scale:.3g}"
+
+
+def assert_converted_matches(reference: torch.nn.Module, module, source: str,
+                             images: np.ndarray, **convert_kwargs) -> dict:
+  """Converts ``reference``'s random weights into ``module`` and checks that both give
+  the same float32 logits on the NHWC ``images``; returns the converted variables."""
+  variables = convert.convert_state_dict(numpy_state_dict(reference), module, source,
+                                         **convert_kwargs)
+  with jax.default_matmul_precision("highest"):
+    logits = module.apply(variables, jnp.asarray(images))
+  assert logits.dtype == jnp.float32
+  assert_logits_close(logits, torch_logits(reference, images))
+  return variables
