@@ -53,11 +53,11 @@ def test_c8_steerable_layers_exact_at_90_degrees_close_at_45():
 
 @pytest.mark.parametrize("name,k,rings,steered,padding", [
     ("C8", 5, 1, True, "SAME"), ("D8", 5, 1, True, "SAME"), ("D4", 5, 1, True, "SAME"),
-    ("C6", 7, 2, False, "SAME"), ("C8", 5, 1, True, "VALID"),
-    ("C6", 7, 2, False, "VALID")])
+    ("C6", 7, 2, True, "SAME"), ("C8", 5, 1, True, "VALID"),
+    ("C6", 7, 2, True, "VALID"), ("D8", 9, 3, True, "SAME")])
 def test_steerable_lift_equals_the_expanded_kernel(name, k, rings, steered, padding):
-  # features=8: LiftingConv correlates with the basis (only its untransformed copy
-  # when the copies are linear combinations of it: one ring), then mixes.
+  # features=8: LiftingConv correlates with the basis (only its untransformed copy:
+  # the copies are linear combinations of it), then mixes.
   g = cj.from_name(name)
   assert (cgconv._steering_matrices(g, k, 1, rings, 1.0) is not None) == steered
   x = jax.random.normal(KEY, (2, 13, 12, 3))
@@ -83,14 +83,18 @@ def test_steerable_lift_equals_the_expanded_kernel(name, k, rings, steered, padd
     np.testing.assert_allclose(a, b, atol=1e-4, rtol=1e-4)
 
 
-@pytest.mark.parametrize("name", ["C8", "D8", "C4", "D2"])
-def test_one_ring_basis_copies_are_combinations_of_the_plain_basis(name):
+@pytest.mark.parametrize("name,k,rings", [("C8", 5, 1), ("D8", 5, 1), ("C4", 5, 1),
+                                          ("D2", 5, 1), ("C8", 9, 3), ("D6", 7, 2)])
+def test_basis_copies_are_combinations_of_the_plain_basis(name, k, rings):
   # Every harmonic pair (cos, sin)(m phi) of a copy is a rotation (and, for
   # mirrored elements, a reflection) of the untransformed pair, up to the grid
-  # normalisation of each function.
+  # normalisation of each function; outer rings too (their harmonics vanish at
+  # the centre pixel, which every element fixes).
   g = cj.from_name(name)
-  basis = cnn.steerable_basis(g, 5, 2, 1)
-  steer = cgconv._steering_matrices(g, 5, 2, 1, 1.0)
+  basis = cnn.steerable_basis(g, k, 2, rings)
+  centre = basis[:, k // 2, k // 2]                  # (|G|, nb)
+  assert np.count_nonzero(np.abs(centre) > 1e-7, axis=1).tolist() == [rings] * g.order
+  steer = cgconv._steering_matrices(g, k, 2, rings, 1.0)
   assert steer.shape == (g.order,) + basis.shape[-1:] * 2
   np.testing.assert_allclose(np.einsum("xyi,hij->hxyj", basis[0], steer), basis,
                              atol=1e-6)

@@ -26,7 +26,8 @@ Filter parametrisations (``basis``):
 * ``"steerable"``: each filter is a learned combination of a fixed, band-limited
   basis: radial Gaussian rings times circular harmonics ``cos/sin(m phi)`` for
   ``m <= max_frequency`` (ring 0 uses ``(r/sigma)^m`` so that it is smooth at the
-  centre; with one ring and frequency 1 this is a Gaussian and its two first
+  centre; the harmonics of outer rings are 0 at the centre pixel, where phi is
+  undefined; with one ring and frequency 1 this is a Gaussian and its two first
   derivatives). The transformed copy ``h . psi`` evaluates the basis at the
   transformed grid coordinates (precomputed once, in numpy), instead of resampling
   pixels, so 45-degree copies keep their strength (the reference's bilinear
@@ -109,7 +110,10 @@ def steerable_basis(group: DiscreteGroup, kernel_size: int, max_frequency: int =
       profile = lambda m: (r / sigma) ** m * np.exp(-r**2 / (2 * sigma**2))
     else:
       radius = ring * (kernel_size - 1) / (2 * num_rings)
-      profile = lambda m, radius=radius: np.exp(-(r - radius)**2 / (2 * sigma**2))
+      # Harmonics (m >= 1) are 0 at r = 0, where phi is undefined: a circular
+      # harmonic must vanish there to rotate as one (and to be steerable).
+      profile = lambda m, radius=radius: np.exp(-(r - radius)**2 / (2 * sigma**2)) * (
+          1.0 if m == 0 else (r > 1e-9))
     funcs.append(profile(0))
     for m in range(1, max_frequency + 1):
       funcs += [profile(m) * np.cos(m * phi), profile(m) * np.sin(m * phi)]
@@ -127,11 +131,9 @@ def _steering_matrices(group: DiscreteGroup, kernel_size: int, max_frequency: in
   A transformed harmonic pair ``(cos, sin)(m phi)`` is a rotation (for mirrored
   elements, a reflection) of the untransformed pair, so the copies of the basis are
   fixed linear combinations of its untransformed functions (up to each function's
-  normalisation on the grid): exactly so for one ring (its harmonics vanish at the
-  centre). With more rings, the harmonics of the outer rings take the value
-  ``cos(m * 0)`` at the centre pixel, where phi is undefined, and no such ``T``
-  exists; then None. Found by least squares and accepted only if it reproduces every
-  copy to 1e-5.
+  normalisation on the grid), for any number of rings: every harmonic vanishes at the
+  centre pixel, which every element fixes. Found by least squares and accepted only
+  if it reproduces every copy to 1e-5 (else None; kept as a guard).
   """
   basis = steerable_basis(group, kernel_size, max_frequency, num_rings,
                           sigma).astype(np.float64)
@@ -293,8 +295,8 @@ class LiftingConv(_GroupFilterLayer):
   (``out[..., o, h] = sum_{c, j} corr(x_c, h . psi_j) a[j, c, o]``, the same sum
   in another order): fewer FLOPs, and no filter gradient of a k x k convolution.
   The correlations with the basis are one matmul on im2col patches (k^2 times the
-  input's memory, transient). With one ring (``_steering_matrices``: every copy
-  ``h . psi_j`` is a fixed combination of the untransformed ``psi``), only the nb
+  input's memory, transient). Since every copy ``h . psi_j`` is a fixed combination
+  of the untransformed ``psi`` (``_steering_matrices``), only the nb
   untransformed functions are correlated with the image (a constant convolution)
   and the mixing matmul produces all |G| outputs: |G| times fewer basis responses
   and no transposes.
