@@ -55,7 +55,10 @@ def check_finite(x, name: str, mode: bool | None = True) -> None:
   if mode is not None and not isinstance(mode, bool):
     raise TypeError(f"check_finite must be True, False or None; got {mode!r}.")
   if is_concrete(x):
-    bad = int(np.size(x) - np.count_nonzero(np.isfinite(np.asarray(x))))
+    # JAX arrays are counted where they live (one scalar comes back; works for
+    # arrays sharded over several hosts, which np.asarray cannot gather).
+    xp = jnp if isinstance(x, jax.Array) else np
+    bad = int(np.size(x) - xp.count_nonzero(xp.isfinite(x)))
     if bad:
       raise ValueError(
           f"{name} must be finite; got {bad} NaN/Inf values out of {np.size(x)}.")

@@ -208,6 +208,9 @@ def test_finite_check_modes_under_jit():
   bad = np.array(x)
   bad[0, 0, 0, 0] = np.inf
   with jax.debug_nans(False):
+    # A concrete JAX array is checked where it lives (default mode).
+    with pytest.raises(ValueError, match="images must be finite; got 1 NaN/Inf"):
+      _tiny("C4").apply(v, jnp.asarray(bad))
     out = _tiny("C4", check_finite=False).apply(v, bad)  # no check: runs through
     assert out.canonical.shape == x.shape
     with pytest.raises(Exception, match="images must be finite"):
