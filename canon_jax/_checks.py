@@ -56,9 +56,13 @@ def check_finite(x, name: str, mode: bool | None = True) -> None:
     raise TypeError(f"check_finite must be True, False or None; got {mode!r}.")
   if is_concrete(x):
     # JAX arrays are counted where they live (one scalar comes back; works for
-    # arrays sharded over several hosts, which np.asarray cannot gather).
-    xp = jnp if isinstance(x, jax.Array) else np
-    bad = int(np.size(x) - xp.count_nonzero(xp.isfinite(x)))
+    # arrays sharded over several hosts, which np.asarray cannot gather), now, even
+    # when a concrete array is closed over by a function being traced.
+    if isinstance(x, jax.Array):
+      with jax.ensure_compile_time_eval():
+        bad = int(x.size - jnp.count_nonzero(jnp.isfinite(x)))
+    else:
+      bad = int(np.size(x) - np.count_nonzero(np.isfinite(x)))
     if bad:
       raise ValueError(
           f"{name} must be finite; got {bad} NaN/Inf values out of {np.size(x)}.")

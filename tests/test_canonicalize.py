@@ -211,6 +211,15 @@ def test_finite_check_modes_under_jit():
     # A concrete JAX array is checked where it lives (default mode).
     with pytest.raises(ValueError, match="images must be finite; got 1 NaN/Inf"):
       _tiny("C4").apply(v, jnp.asarray(bad))
+    # Also when a traced function closes over it (checked at trace time); a finite
+    # closed-over batch traces through.
+    for images, raises in ((jnp.asarray(bad), True), (x, False)):
+      f = jax.jit(lambda p: _tiny("C4").apply({"params": p}, images).logits)
+      if raises:
+        with pytest.raises(ValueError, match="images must be finite; got 1 NaN/Inf"):
+          f(v["params"])
+      else:
+        assert f(v["params"]).shape == (2, 4)
     out = _tiny("C4", check_finite=False).apply(v, bad)  # no check: runs through
     assert out.canonical.shape == x.shape
     with pytest.raises(Exception, match="images must be finite"):
