@@ -9,7 +9,19 @@ Promptable segmentation (SAM + a prior-trained canonicalizer, COCO mAP) runs thr
 ``python -m train.segment`` (:mod:`train.segment`); benchmarks through
 ``python -m train.benchmark``.
 """
-from train.config_checks import validate_config
-from train.trainer import train_and_evaluate
+import importlib
+
+# Loaded on first use, so that ``python -m train.benchmark`` (and ``train.host_memory``)
+# import neither the data stack (TFDS, grain) nor ml_collections.
+_MODULE_OF = {"train_and_evaluate": "trainer", "validate_config": "config_checks"}
 
 __all__ = ["train_and_evaluate", "validate_config"]
+
+
+def __getattr__(name: str):
+  module = _MODULE_OF.get(name)
+  if module is None:
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+  value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+  globals()[name] = value
+  return value

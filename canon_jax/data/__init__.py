@@ -8,38 +8,41 @@ Typical training input (see :mod:`canon_jax.data.pipeline` for the sharding rule
                             num_epochs=None, process_index=jax.process_index(),
                             process_count=jax.process_count())
     batch = next(it)  # {'image': f32 (L, H, W, C), 'label': i32 (L,), 'mask': f32 (L,)}
-"""
-from canon_jax.data.coco import CocoInstances
-from canon_jax.data.digits import CanonDigits, DigitsConfig, prepare_digits
-from canon_jax.data.image_ops import resize_image, rotate_image
-from canon_jax.data.modelnet40 import Modelnet40Hdf5
-from canon_jax.data.pipeline import make_batch_dataset, make_iterator
-from canon_jax.data.point_sources import PointCloudDataset, get_point_cloud_dataset
-from canon_jax.data.shapes import (CanonShapes, CanonShapesConfig, make_shapes,
-                                   random_rotations, rotate_point_clouds)
-from canon_jax.data.sources import ImageDataset, get_image_dataset
-from canon_jax.data.synthetic_instances import (SyntheticInstances,
-                                                make_synthetic_instances)
 
-__all__ = [
-    "CanonDigits",
-    "CocoInstances",
-    "CanonShapes",
-    "CanonShapesConfig",
-    "Modelnet40Hdf5",
-    "SyntheticInstances",
-    "make_synthetic_instances",
-    "make_shapes",
-    "random_rotations",
-    "rotate_point_clouds",
-    "DigitsConfig",
-    "ImageDataset",
-    "PointCloudDataset",
-    "get_point_cloud_dataset",
-    "get_image_dataset",
-    "make_batch_dataset",
-    "make_iterator",
-    "prepare_digits",
-    "resize_image",
-    "rotate_image",
-]
+The names below load their module on first use (``data.make_shapes``, ``from
+canon_jax.data import make_shapes``), so ``import canon_jax`` imports neither TFDS
+nor grain. A TFDS builder (``canon_digits``, ``canon_shapes``, ``modelnet40_hdf5``) is
+registered with TFDS when its module is imported: use its class or a function of
+this package first, or import the module (``import canon_jax.data.shapes``), before
+``tfds.builder(name)`` / ``tfds.data_source(name)``.
+"""
+import importlib
+
+_EXPORTS = {
+    "coco": ("CocoInstances",),
+    "digits": ("CanonDigits", "DigitsConfig", "prepare_digits"),
+    "image_ops": ("resize_image", "rotate_image"),
+    "modelnet40": ("Modelnet40Hdf5",),
+    "pipeline": ("make_batch_dataset", "make_iterator"),
+    "point_sources": ("PointCloudDataset", "get_point_cloud_dataset"),
+    "shapes": ("CanonShapes", "CanonShapesConfig", "make_shapes", "random_rotations",
+               "rotate_point_clouds"),
+    "sources": ("ImageDataset", "get_image_dataset"),
+    "synthetic_instances": ("SyntheticInstances", "make_synthetic_instances"),
+}
+_MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
+
+__all__ = sorted(_MODULE_OF)
+
+
+def __getattr__(name: str):
+  module = _MODULE_OF.get(name)
+  if module is None:
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+  value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+  globals()[name] = value        # later lookups skip this function
+  return value
+
+
+def __dir__() -> list[str]:
+  return sorted(set(globals()) | set(__all__))
