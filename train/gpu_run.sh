@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# The GPU benchmark in one call of the `device` tool (one H200, no network there).
+#
+# Here, first:   python -m train.gpu_kit fetch        # the reference's wheels -> .gpu_kit
+# Then one call: run(command="bash train/gpu_run.sh", carry=[".gpu_kit"], timeout_s=560)
+#
+# Unpacks the carried wheels (train/gpu_kit.py), records the machine, then runs each
+# row of `python -m train.benchmark --device gpu` in its own process and time limit,
+# so that one failing row still leaves the others' JSON. Everything lands in $OUT:
+# env.txt, log.txt and gpu_<row>.json (merge with train/BENCHMARKS.md by hand).
+# Overrides for a dry run on a CPU machine: PYTHON (default python3), BENCH_ARGS
+# (default "--device gpu"), ROW_TIMEOUT (seconds per row, default 120).
+set -uo pipefail
+export PYTHONUNBUFFERED=1
+PY=${PYTHON:-python3}
+OUT=${OUT:-/tmp/gpu_out}
+mkdir -p "$OUT"
+"$PY" -m train.gpu_kit install --target /tmp/gpu_site || exit 1
+export PYTHONPATH="/tmp/gpu_site:$PWD${PYTHONPATH:+:$PYTHONPATH}"
+{
+  date -u
+  nvidia-smi -L 2>&1 || echo "no nvidia-smi"
+  "$PY" -c "import jax, torch; print('jax', jax.__version__, jax.devices()); print('torch', torch.__version__, 'cuda', torch.cuda.is_available())"
+} 2>&1 | tee "$OUT/env.txt"
+status=0
+for row in canonicalizer train_step pointcloud inference; do
+  timeout "${ROW_TIMEOUT:-120}" "$PY" -m train.benchmark ${BENCH_ARGS:---device gpu} \
+      --rows "$row" --out "$OUT/gpu_$row.json" 2>&1 | tee -a "$OUT/log.txt"
+  rc=${PIPESTATUS[0]}
+  echo "[$row] exit status $rc" | tee -a "$OUT/log.txt"
+  [ "$rc" -eq 0 ] || status=1
+done
+exit "$status"
