@@ -12,6 +12,9 @@
 # (default "--device gpu"), ROW_TIMEOUT (seconds per row, default 120).
 set -uo pipefail
 export PYTHONUNBUFFERED=1
+# JAX takes 75% of the GPU's memory up front; torch shares the process (the reference
+# side), so leave it more room.
+export XLA_PYTHON_CLIENT_MEM_FRACTION=${XLA_PYTHON_CLIENT_MEM_FRACTION:-0.6}
 PY=${PYTHON:-python3}
 OUT=${OUT:-/tmp/gpu_out}
 mkdir -p "$OUT"
