@@ -17,6 +17,20 @@ this package first, or import the module (``import canon_jax.data.shapes``), bef
 ``tfds.builder(name)`` / ``tfds.data_source(name)``.
 """
 import importlib
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:   # static analysers and IDEs see the names; nothing runs here
+  from canon_jax.data.coco import CocoInstances
+  from canon_jax.data.digits import CanonDigits, DigitsConfig, prepare_digits
+  from canon_jax.data.image_ops import resize_image, rotate_image
+  from canon_jax.data.modelnet40 import Modelnet40Hdf5
+  from canon_jax.data.pipeline import make_batch_dataset, make_iterator
+  from canon_jax.data.point_sources import PointCloudDataset, get_point_cloud_dataset
+  from canon_jax.data.shapes import (CanonShapes, CanonShapesConfig, make_shapes,
+                                     random_rotations, rotate_point_clouds)
+  from canon_jax.data.sources import ImageDataset, get_image_dataset
+  from canon_jax.data.synthetic_instances import (SyntheticInstances,
+                                                  make_synthetic_instances)
 
 _EXPORTS = {
     "coco": ("CocoInstances",),
