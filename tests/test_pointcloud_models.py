@@ -82,6 +82,52 @@ def test_classifier_train_and_eval(make):
   assert _rel(train_logits, logits) > 1e-3
 
 
+def _numpy_pointnet(variables, x, train: bool, eps: float = 1e-5) -> np.ndarray:
+  """PointNet's documented layout in numpy: per-point Dense + batch norm (+ ReLU but
+  the last) over (B, N), max over points, Dense + batch norm + ReLU, classifier."""
+  params = jax.device_get(variables["params"])
+  stats = jax.device_get(variables["batch_stats"])
+
+  def norm(h, i, axes):
+    scale, bias = params[f"BatchNorm_{i}"]["scale"], params[f"BatchNorm_{i}"]["bias"]
+    if train:
+      mean, var = h.mean(axis=axes), h.var(axis=axes)
+    else:
+      mean, var = stats[f"BatchNorm_{i}"]["mean"], stats[f"BatchNorm_{i}"]["var"]
+    return (h - mean) / np.sqrt(var + eps) * scale + bias
+
+  def dense(h, i):
+    return h @ params[f"Dense_{i}"]["kernel"] + params[f"Dense_{i}"]["bias"]
+
+  h, layer = x.astype(np.float64), 0
+  widths = PointNetTiny().features
+  for i in range(len(widths)):
+    h = norm(dense(h, layer), layer, (0, 1))
+    h = np.maximum(h, 0) if i < len(widths) - 1 else h
+    layer += 1
+  h = h.max(axis=1)
+  for _ in PointNetTiny().head:
+    h = np.maximum(norm(dense(h, layer), layer, (0,)), 0)
+    layer += 1
+  return dense(h, layer)
+
+
+@pytest.mark.parametrize("train", [False, True], ids=["eval", "train"])
+def test_pointnet_matches_a_numpy_reference(train):
+  module = PointNetTiny(num_classes=CLASSES, dropout_rate=0.0)
+  x = _clouds(3)
+  variables = fast_jit(module.init)(jax.random.key(0, impl="rbg"), x)
+  # Non-trivial running statistics for the eval mode.
+  _, updates = module.apply(variables, x * 2.0 + 0.5, train=True, mutable=["batch_stats"])
+  variables = {"params": variables["params"], "batch_stats": updates["batch_stats"]}
+  if train:
+    logits, _ = module.apply(variables, x, train=True, mutable=["batch_stats"])
+  else:
+    logits = module.apply(variables, x)
+  expected = _numpy_pointnet(variables, x, train)
+  np.testing.assert_allclose(np.asarray(logits), expected, rtol=2e-4, atol=2e-4)
+
+
 def test_classifier_shape_errors():
   with pytest.raises(ValueError, match=r"points must have 3 coordinates .*last axis 4"):
     PointNetTiny().init(jax.random.key(0), np.zeros((1, N, 4), np.float32))
