@@ -156,3 +156,35 @@ def test_max_pool2d_propagates_nan():
   x = jnp.ones((1, 4, 4, 1)).at[0, 1, 2, 0].set(jnp.nan)
   y = cconv.max_pool2d(x, 2, 2)
   np.testing.assert_array_equal(np.isnan(y[0, :, :, 0]), [[False, True], [False, False]])
+
+
+@pytest.mark.parametrize("shape", [(7,), (4, 7), (2, 3, 7), (2, 3, 4, 7)])
+def test_dense_is_flax_dense_with_its_parameters_names_values_and_gradients(shape):
+  import flax.linen as nn
+
+  def stack(dense_cls):
+    class Two(nn.Module):      # two auto-named layers, as in the models
+      @nn.compact
+      def __call__(self, x):
+        return dense_cls(5, use_bias=False)(jnp.tanh(dense_cls(6)(x)))
+    return Two()
+
+  x = jax.random.normal(jax.random.key(0), shape)
+  ours, ref = stack(cconv.Dense), stack(nn.Dense)
+  variables = ours.init(jax.random.key(1), x)
+  ref_variables = ref.init(jax.random.key(1), x)
+  assert jax.tree.structure(variables) == jax.tree.structure(ref_variables)
+  assert sorted(variables["params"]) == ["Dense_0", "Dense_1"]
+  for a, b in zip(jax.tree.leaves(variables), jax.tree.leaves(ref_variables)):
+    np.testing.assert_array_equal(a, b)               # same initialisers and keys
+
+  def loss(module, v, x):
+    return jnp.sum(jnp.sin(module.apply(v, x)))
+
+  out = ours.apply(variables, x)
+  assert out.shape == (*shape[:-1], 5)
+  np.testing.assert_allclose(out, ref.apply(variables, x), rtol=1e-6, atol=1e-6)
+  grads = jax.grad(lambda v, x: loss(ours, v, x), argnums=(0, 1))(variables, x)
+  ref_grads = jax.grad(lambda v, x: loss(ref, v, x), argnums=(0, 1))(variables, x)
+  for a, b in zip(jax.tree.leaves(grads), jax.tree.leaves(ref_grads)):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)

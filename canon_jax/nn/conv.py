@@ -7,6 +7,10 @@ flipping and transposing the kernel (train/BENCHMARKS.md, 2026-11-28 20:20). The
 functions here compute the same numbers with matmuls where that is faster:
 
 * :func:`pointwise`: a 1 x 1 convolution as one 2-D matmul.
+* :class:`Dense`: ``flax.linen.Dense`` (same parameters, names and numbers) on the
+  input flattened to ``(prod(leading axes), C_in)``: the gradients of a dot with
+  3-5 leading axes are far slower on XLA:CPU than those of the 2-D matmul (a ViT-Ti/16
+  train step at B=4 929.7 -> 691.2 ms; train/BENCHMARKS.md, tenth pass).
 * :func:`conv2d`: ``lax.conv_general_dilated`` forward; kernel gradient as matmuls
   over the kernel's taps, input gradient (outputs up to 112 x 112) as a matmul and
   col2im (a ``jax.custom_vjp``).
@@ -23,6 +27,7 @@ from __future__ import annotations
 import functools
 from typing import Sequence, Union
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -55,6 +60,20 @@ def pointwise(x: jax.Array, matrix: jax.Array) -> jax.Array:
   and ~50x faster than a 1 x 1 convolution's kernel gradient (BENCHMARKS.md).
   """
   return (x.reshape(-1, x.shape[-1]) @ matrix).reshape(x.shape[:-1] + matrix.shape[-1:])
+
+
+class Dense(nn.Dense):
+  """``flax.linen.Dense`` over the last axis, computed as one 2-D matmul.
+
+  ``(..., C_in) -> (..., features)``. Parameters (``kernel`` (C_in, features),
+  ``bias``), their initialisers, dtypes and automatic names (``Dense_0``, ...) are
+  those of ``flax.linen.Dense``, so checkpoints and converted weights load unchanged.
+  """
+
+  def __call__(self, inputs: jax.Array) -> jax.Array:
+    lead = inputs.shape[:-1]
+    out = super().__call__(inputs.reshape(-1, inputs.shape[-1]))
+    return out.reshape(*lead, out.shape[-1])
 
 
 def conv2d(x: jax.Array, kernel: jax.Array, strides: int | tuple[int, int] = 1,
