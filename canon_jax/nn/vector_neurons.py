@@ -23,6 +23,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from canon_jax.nn.conv import pointwise
+
 _EPS = 1e-6
 
 
@@ -46,13 +48,6 @@ def vn_mean_pool(v: jax.Array, axis: int) -> jax.Array:
   return jnp.mean(v, axis=axis)
 
 
-def _mix(v: jax.Array, kernel: jax.Array) -> jax.Array:
-  """``v @ kernel`` over the last axis, as one 2-D matmul on ``(prod(...), C_in)``:
-  XLA:CPU runs the gradients of a 2-D matmul much faster than those of the same
-  product with 3-5 leading axes (train/BENCHMARKS.md)."""
-  return (v.reshape(-1, v.shape[-1]) @ kernel).reshape(*v.shape[:-1], kernel.shape[-1])
-
-
 class VNLinear(nn.Module):
   """Mixes channels, v' = v W: (..., 3, C_in) -> (..., 3, features), no bias."""
   features: int
@@ -61,7 +56,9 @@ class VNLinear(nn.Module):
   def __call__(self, v: jax.Array) -> jax.Array:
     kernel = self.param("kernel", nn.initializers.lecun_normal(),
                         (v.shape[-1], self.features), v.dtype)
-    return _mix(v, kernel)
+    # One 2-D matmul over the flattened leading axes: XLA:CPU's gradients of the
+    # same product with 3-5 leading axes are far slower (train/BENCHMARKS.md).
+    return pointwise(v, kernel)
 
 
 class VNBatchNorm(nn.Module):
