@@ -117,6 +117,7 @@ def fetch(out: Path = Path(KIT_DIR), python_version: str = PYTHON_VERSION,
   for old in out.glob("*.whl"):
     old.unlink()
   platform_args = [a for p in MANYLINUX for a in ("--platform", p)]
+  version = tuple(int(v) for v in python_version.split("."))
   for requirement, keep in packages:
     with tempfile.TemporaryDirectory() as tmp:
       try:
@@ -128,7 +129,6 @@ def fetch(out: Path = Path(KIT_DIR), python_version: str = PYTHON_VERSION,
             "(pip's error above); building one from its source")
         _pip("wheel", "--no-binary=:all:", "--wheel-dir", tmp, requirement)
       (wheel,) = Path(tmp).glob("*.whl")
-      version = tuple(int(v) for v in python_version.split("."))
       if not runs_on(wheel.name, version):
         raise RuntimeError(f"{wheel.name} does not run on CPython {python_version}")
       target = out / wheel.name
@@ -163,7 +163,7 @@ def install(kit: Path = Path(KIT_DIR), target: Path = Path("/tmp/gpu_site"),
   for wheel in wheels:
     with zipfile.ZipFile(wheel) as archive:
       archive.extractall(target)
-  names = [f"{wheel_tags(w.name)['name']} {wheel_tags(w.name)['version']}" for w in wheels]
+  names = ["{name} {version}".format(**wheel_tags(w.name)) for w in wheels]
   log(f"unpacked into {target}: {', '.join(names)}")
   return names
 

@@ -28,9 +28,10 @@ rotation prior barely decreases (prior loss ~0.65 -> ~0.6; upright clouds end ~1
 degrees from the identity frame on average): the PointNet adapts to the
 canonicalizer's poses instead. A heavier prior does not change that
 (``--config.canonicalized.prior_weight=100``, 2026-11-29: canonicalized 88.75 /
-88.75, 3.5% of the upright clouds within 30 degrees of the identity): seven classes have a rotational symmetry (sphere, box, cylinder, cone,
-torus, arrow, table; the random axis scaling keeps at least a 180-degree one), and
-an equivariant frame of a symmetric cloud cannot be the identity. On the three
+88.75, 3.5% of the upright clouds within 30 degrees of the identity): seven classes
+have a rotational symmetry (sphere, box, cylinder, cone, torus, arrow, table; the
+random axis scaling keeps at least a 180-degree one), and an equivariant frame of a
+symmetric cloud cannot be the identity. On the three
 asymmetric classes alone (ell, mug, chair), the VN canonicalizer trained on the
 prior only brings it from 0.65 to ~0.28 in 300 steps (median angle to the
 identity 51 degrees, 21% within 30 degrees; the e3nn network 0.65 -> ~0.45).
