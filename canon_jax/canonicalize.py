@@ -12,7 +12,7 @@ Because the network is equivariant, ``g*(g . x) = g g*(x)`` and the canonical im
 """
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 import flax.linen as nn
 import flax.struct

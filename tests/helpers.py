@@ -1,7 +1,6 @@
 """Shared test data: smooth, disk-masked images whose rotations lose nothing."""
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from canon_jax import soft_disk_mask
 

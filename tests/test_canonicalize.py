@@ -84,7 +84,6 @@ def test_invert_maps_outputs_back_for_an_equivariant_task():
   m = _tiny(g)
   v = m.init(KEY, x)
   seg = lambda im: (im[..., :1] > 0).astype(jnp.int32)[..., 0]        # (B, H, W)
-  feat = lambda im: jnp.stack([im, 2 * im], -1)[..., :1, :].repeat(4, -1)  # regular-ish
   boxes = jnp.tile(jnp.array([[[2.0, 3.0, 9.0, 15.0]]]), (3, 1, 1))
   r0 = m.apply(v, x)
   out0 = cj.invert(seg(r0.canonical), r0, kind="labels")
