@@ -188,3 +188,57 @@ def test_dense_is_flax_dense_with_its_parameters_names_values_and_gradients(shap
   ref_grads = jax.grad(lambda v, x: loss(ref, v, x), argnums=(0, 1))(variables, x)
   for a, b in zip(jax.tree.leaves(grads), jax.tree.leaves(ref_grads)):
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+# -- the matmul gradients are XLA:CPU tunings: other backends get XLA's own --------
+
+
+def _conv_jaxpr(x, kernel, padding="SAME"):
+  # A new function each time: JAX caches traces by function, and the path is chosen
+  # when tracing.
+  return str(jax.make_jaxpr(lambda x, w: cconv.conv2d(x, w, 1, padding))(x, kernel))
+
+
+def test_matmul_gradients_follow_the_default_backend(monkeypatch):
+  x, kernel = jnp.ones((1, 8, 8, 2)), jnp.ones((3, 3, 2, 2))
+  assert cconv.matmul_gradients()              # this suite runs on the CPU
+  assert "custom_vjp" in _conv_jaxpr(x, kernel)
+  for backend in ("gpu", "tpu"):
+    monkeypatch.setattr(jax, "default_backend", lambda backend=backend: backend)
+    assert not cconv.matmul_gradients()
+    jaxpr = _conv_jaxpr(x, kernel)
+    assert "custom_vjp" not in jaxpr and "conv_general_dilated" in jaxpr
+    # 1 x 1 convolutions stay one matmul everywhere (the same op, not a tuning).
+    assert "conv_general_dilated" not in _conv_jaxpr(x, kernel[:1, :1], "VALID")
+
+
+def test_set_matmul_gradients_overrides_and_restores(monkeypatch):
+  x, kernel = jnp.ones((1, 8, 8, 2)), jnp.ones((3, 3, 2, 2))
+  previous = cconv.set_matmul_gradients(False)
+  try:
+    assert previous is None and not cconv.matmul_gradients()
+    assert "custom_vjp" not in _conv_jaxpr(x, kernel)
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+    assert cconv.set_matmul_gradients(True) is False
+    assert cconv.matmul_gradients() and "custom_vjp" in _conv_jaxpr(x, kernel)
+  finally:
+    cconv.set_matmul_gradients(None)
+  assert not cconv.matmul_gradients()           # back to the (patched) backend's default
+  with pytest.raises(TypeError, match="True, False or None"):
+    cconv.set_matmul_gradients("xla")
+
+
+def test_both_gradient_paths_give_the_same_numbers():
+  kx, kk = jax.random.split(jax.random.key(10))
+  x = jax.random.normal(kx, (2, 9, 9, 3))
+  kernel = jax.random.normal(kk, (3, 3, 3, 4)) / 3
+  grads = {}
+  for enabled in (True, False):
+    cconv.set_matmul_gradients(enabled)
+    try:
+      loss = lambda x, w: jnp.sum(jnp.sin(cconv.conv2d(x, w, 2, ((1, 1), (1, 1)))))
+      grads[enabled] = jax.jit(jax.grad(loss, argnums=(0, 1)))(x, kernel)
+    finally:
+      cconv.set_matmul_gradients(None)
+  for a, b in zip(grads[True], grads[False]):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)

@@ -5,6 +5,7 @@ import pytest
 
 import canon_jax as cj
 from canon_jax import nn as cnn
+from canon_jax.nn import conv as cconv
 from canon_jax.nn import gconv as cgconv
 from helpers import elements, smooth_disk_images
 
@@ -191,3 +192,21 @@ def test_add_channel_bias_value_and_gradients(shape):
   # float32 sums of 65536 standard-normal terms (totals up to ~500): 1.4e-4 measured.
   np.testing.assert_allclose(got_bias, want, rtol=0, atol=5e-4)
   assert got_bias.dtype == bias.dtype
+
+
+def test_add_channel_bias_gradient_is_a_plain_sum_off_the_cpu():
+  shape = (2, 64, 64, 16, 8)                # large enough for the row-sum matmul on CPU
+  f, bias = jnp.ones(shape), jnp.ones(shape[-2:-1])
+  ct = jax.random.normal(jax.random.key(3), shape)
+  grad_jaxpr = lambda: str(jax.make_jaxpr(
+      lambda ct: jax.vjp(cgconv.add_channel_bias, f, bias)[1](ct))(ct))
+  assert "dot_general" in grad_jaxpr()
+  got = {}
+  for enabled in (True, False):
+    cconv.set_matmul_gradients(enabled)
+    try:
+      assert ("dot_general" in grad_jaxpr()) == enabled
+      got[enabled] = jax.vjp(cgconv.add_channel_bias, f, bias)[1](ct)[1]
+    finally:
+      cconv.set_matmul_gradients(None)
+  np.testing.assert_allclose(got[False], got[True], rtol=0, atol=5e-4)

@@ -51,8 +51,8 @@ class _Conv(nn.Module):
 
   Same parameter as ``nn.Conv`` (``kernel`` (k, k, in, out), torchvision's
   initialiser) and the same function, computed by :func:`canon_jax.nn.conv.conv2d`:
-  1 x 1 kernels as a matmul, the kernel gradient of the others as matmuls (XLA:CPU's
-  own kernel gradients are 1.3-50x slower; train/BENCHMARKS.md).
+  1 x 1 kernels as a matmul, and on the CPU the kernel gradient of the others as
+  matmuls (XLA:CPU's own kernel gradients are 1.3-50x slower; train/BENCHMARKS.md).
   """
   features: int
   kernel_size: int

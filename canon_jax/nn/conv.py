@@ -18,6 +18,12 @@ functions here compute the same numbers with matmuls where that is faster:
   routes the cotangent to each window's first maximum and adds it back by col2im.
 * :func:`window_taps`: those views (im2col without the stacking).
 
+The hand-written gradients are XLA:CPU tunings: :func:`matmul_gradients` decides, at
+trace time, whether :func:`conv2d` (and the group-conv bias of
+:func:`canon_jax.nn.gconv.add_channel_bias`) use them — by default only when JAX's
+default backend is the CPU; on GPUs and TPUs XLA's own convolution gradients (cuDNN,
+the TPU's convolution units) run. :func:`set_matmul_gradients` forces either.
+
 Layouts: images NHWC ``(B, H, W, C_in)``, kernels HWIO ``(kh, kw, C_in, C_out)``;
 correlation (no kernel flip), as in ``lax.conv_general_dilated`` and ``torch.nn.Conv2d``.
 Extra leading batch axes are supported through ``jax.vmap``.
@@ -53,6 +59,37 @@ _MAX_COL2IM_PIXELS = 112 * 112
 _MIN_CUSTOM_MACS = 50_000_000
 
 
+# None: the hand-written gradients when JAX's default backend is the CPU (they were
+# measured on XLA:CPU only); True / False force them on / off.
+_MATMUL_GRADIENTS: bool | None = None
+
+
+def matmul_gradients() -> bool:
+  """Whether :func:`conv2d` and the group-conv bias take their hand-written XLA:CPU
+  gradients (matmuls, col2im, a row-sum matmul) instead of XLA's own.
+
+  Decided when a function is traced: ``jax.default_backend() == "cpu"`` unless
+  :func:`set_matmul_gradients` forced it. Both paths compute the same numbers.
+  """
+  if _MATMUL_GRADIENTS is None:
+    return jax.default_backend() == "cpu"
+  return _MATMUL_GRADIENTS
+
+
+def set_matmul_gradients(enabled: bool | None) -> bool | None:
+  """Forces the hand-written gradients on (``True``), off (``False``) or back to the
+  backend's default (``None``); returns the previous setting.
+
+  Applies to functions traced afterwards: a function already jitted keeps the path it
+  was compiled with until it is traced again (a new ``jax.jit`` or new shapes).
+  """
+  global _MATMUL_GRADIENTS
+  if enabled is not None and not isinstance(enabled, bool):
+    raise TypeError(f"set_matmul_gradients takes True, False or None; got {enabled!r}")
+  previous, _MATMUL_GRADIENTS = _MATMUL_GRADIENTS, enabled
+  return previous
+
+
 def pointwise(x: jax.Array, matrix: jax.Array) -> jax.Array:
   """``(..., C_in) @ (C_in, C_out)`` as one 2-D matmul.
 
@@ -83,8 +120,9 @@ def conv2d(x: jax.Array, kernel: jax.Array, strides: int | tuple[int, int] = 1,
   The same function as ``lax.conv_general_dilated(x, kernel, strides, padding,
   dimension_numbers=("NHWC", "HWIO", "NHWC"))`` (no dilation, no groups), with a
   kernel gradient computed by matmuls. 1 x 1 kernels without padding are a strided
-  subsampling and a matmul (:func:`pointwise`); convolutions under 5e7
-  multiply-adds are plain ``lax`` convolutions (faster to compile, as fast to run).
+  subsampling and a matmul (:func:`pointwise`) on every backend; convolutions under
+  5e7 multiply-adds, and all of them where :func:`matmul_gradients` is off (off the
+  CPU by default), are plain ``lax`` convolutions (faster to compile, as fast to run).
 
   Args:
     x: NHWC images or feature maps.
@@ -102,7 +140,8 @@ def conv2d(x: jax.Array, kernel: jax.Array, strides: int | tuple[int, int] = 1,
   if kernel.shape[:2] == (1, 1) and pads == ((0, 0), (0, 0)):
     return pointwise(x[:, ::strides[0], ::strides[1]], kernel[0, 0])
   out_h, out_w = _output_shape(x.shape[1:3], kernel.shape[:2], strides, pads)
-  if x.shape[0] * out_h * out_w * np.prod(kernel.shape) < _MIN_CUSTOM_MACS:
+  if (not matmul_gradients()
+      or x.shape[0] * out_h * out_w * np.prod(kernel.shape) < _MIN_CUSTOM_MACS):
     return _lax_conv(x, kernel, strides, pads)
   return _conv(x, kernel, strides, pads)
 
