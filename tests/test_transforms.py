@@ -110,6 +110,24 @@ def test_weighted_transform_equals_hard_transform_for_one_hot(x, name):
                              cj.transform_images(x, g, e), atol=1e-5)
 
 
+@pytest.mark.parametrize("name", ["C8", "D4"])
+def test_weighted_transform_is_the_weighted_sum_of_all_copies_with_its_gradients(x, name):
+  g = cj.from_name(name)
+  w = jax.nn.softmax(jax.random.normal(KEY, (x.shape[0], g.order)))
+  ct = jax.random.normal(jax.random.key(5), x.shape)
+
+  def reference(x, w):            # the stacked copies, contracted with the weights
+    return jnp.einsum("gbhwc,bg->bhwc", cj.all_transforms(x, g), w)
+
+  np.testing.assert_allclose(cj.transform_images_weighted(x, g, w), reference(x, w),
+                             atol=1e-5)
+  got = jax.grad(lambda x, w: jnp.sum(cj.transform_images_weighted(x, g, w) * ct),
+                 argnums=(0, 1))(x, w)
+  want = jax.grad(lambda x, w: jnp.sum(reference(x, w) * ct), argnums=(0, 1))(x, w)
+  for a, b in zip(got, want):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+
+
 def test_label_maps_nearest_and_exact():
   labels = jax.random.randint(KEY, (2, 7, 7), 0, 5)
   for k in range(8):
