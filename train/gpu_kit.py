@@ -31,6 +31,9 @@ import zipfile
 from pathlib import Path
 
 KIT_DIR = ".gpu_kit"
+SITE_DIR = "/tmp/gpu_site"
+"""Where ``install`` unpacks the kit by default (``train/gpu_run.sh`` puts it on
+``PYTHONPATH``)."""
 PYTHON_VERSION = "3.12"
 """The device image's Python (``device`` tool, KINDS.md: Python 3.12.3)."""
 
@@ -142,7 +145,7 @@ def fetch(out: Path = Path(KIT_DIR), python_version: str = PYTHON_VERSION,
   return wheels
 
 
-def install(kit: Path = Path(KIT_DIR), target: Path = Path("/tmp/gpu_site"),
+def install(kit: Path = Path(KIT_DIR), target: Path = Path(SITE_DIR),
             log=print) -> list[str]:
   """Unzips every wheel in ``kit`` into ``target`` (put it on ``PYTHONPATH``).
 
@@ -178,7 +181,7 @@ def main(argv: list[str] | None = None) -> None:
                  help="the target machine's Python, e.g. 3.12")
   i = sub.add_parser("install", help="unpack the wheels there (stdlib only)")
   i.add_argument("--kit", type=Path, default=Path(KIT_DIR))
-  i.add_argument("--target", type=Path, default=Path("/tmp/gpu_site"))
+  i.add_argument("--target", type=Path, default=Path(SITE_DIR))
   args = parser.parse_args(argv)
   if args.command == "fetch":
     fetch(args.out, args.python_version)
