@@ -31,10 +31,10 @@ canonicalizer's poses instead. A heavier prior does not change that
 88.75, 3.5% of the upright clouds within 30 degrees of the identity): seven classes
 have a rotational symmetry (sphere, box, cylinder, cone, torus, arrow, table; the
 random axis scaling keeps at least a 180-degree one), and an equivariant frame of a
-symmetric cloud cannot be the identity. On the three
-asymmetric classes alone (ell, mug, chair), the VN canonicalizer trained on the
-prior only brings it from 0.65 to ~0.28 in 300 steps (median angle to the
-identity 51 degrees, 21% within 30 degrees; the e3nn network 0.65 -> ~0.45).
+symmetric cloud cannot be the identity. On the three asymmetric classes alone (ell,
+mug, chair), the VN canonicalizer trained on the prior only brings it from 0.65 to
+~0.28 in 300 steps (median angle to the identity 51 degrees, 21% within 30 degrees;
+the e3nn network 0.65 -> ~0.45).
 
 For ModelNet40 (prepared once from the manual download, see
 :class:`canon_jax.data.Modelnet40Hdf5`; upright along y, which the z-axis
