@@ -201,8 +201,14 @@ def _conv_jaxpr(x, kernel, padding="SAME"):
 
 def test_matmul_gradients_follow_the_default_backend(monkeypatch):
   x, kernel = jnp.ones((1, 8, 8, 2)), jnp.ones((3, 3, 2, 2))
-  assert cconv.matmul_gradients()              # this suite runs on the CPU
+  assert cconv.matmul_gradients()              # the CPU, AVX-512 hidden by conftest.py
   assert "custom_vjp" in _conv_jaxpr(x, kernel)
+  # With AVX-512 XLA:CPU's own gradients (YNNPACK convolutions) are the faster ones.
+  monkeypatch.setattr(cconv, "_host_has_avx512", lambda: True)
+  assert not cconv.matmul_gradients()
+  jaxpr = _conv_jaxpr(x, kernel)
+  assert "custom_vjp" not in jaxpr and "conv_general_dilated" in jaxpr
+  monkeypatch.setattr(cconv, "_host_has_avx512", lambda: False)  # the backend alone
   for backend in ("gpu", "tpu"):
     monkeypatch.setattr(jax, "default_backend", lambda backend=backend: backend)
     assert not cconv.matmul_gradients()
@@ -210,6 +216,20 @@ def test_matmul_gradients_follow_the_default_backend(monkeypatch):
     assert "custom_vjp" not in jaxpr and "conv_general_dilated" in jaxpr
     # 1 x 1 convolutions stay one matmul everywhere (the same op, not a tuning).
     assert "conv_general_dilated" not in _conv_jaxpr(x, kernel[:1, :1], "VALID")
+
+
+def test_cpu_flags_reads_the_first_flags_line(tmp_path):
+  info = tmp_path / "cpuinfo"
+  info.write_text("processor\t: 0\nmodel name\t: Some CPU\n"
+                  "flags\t\t: fpu sse2 avx2 avx512f avx512bw\n\n"
+                  "processor\t: 1\nflags\t\t: fpu\n")
+  flags = cconv.cpu_flags(str(info))
+  assert "avx512f" in flags and "avx2" in flags and "avx512" not in flags
+  info.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 fma\n")
+  assert "avx512f" not in cconv.cpu_flags(str(info))
+  info.write_text("processor\t: 0\n")           # no flags line (e.g. some ARM kernels)
+  assert cconv.cpu_flags(str(info)) == frozenset()
+  assert cconv.cpu_flags(str(tmp_path / "missing")) == frozenset()
 
 
 def test_set_matmul_gradients_overrides_and_restores(monkeypatch):

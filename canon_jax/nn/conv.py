@@ -21,8 +21,10 @@ functions here compute the same numbers with matmuls where that is faster:
 The hand-written gradients are XLA:CPU tunings: :func:`matmul_gradients` decides, at
 trace time, whether :func:`conv2d` (and the group-conv bias of
 :func:`canon_jax.nn.gconv.add_channel_bias`) use them — by default only when JAX's
-default backend is the CPU; on GPUs and TPUs XLA's own convolution gradients (cuDNN,
-the TPU's convolution units) run. :func:`set_matmul_gradients` forces either.
+default backend is the CPU and that CPU has no AVX-512 (with AVX-512, XLA:CPU hands
+its convolutions to YNNPACK and its own gradients were 2-9% faster; BENCHMARKS.md,
+fix 27); on GPUs and TPUs XLA's own convolution gradients (cuDNN, the TPU's
+convolution units) run. :func:`set_matmul_gradients` forces either.
 
 Layouts: images NHWC ``(B, H, W, C_in)``, kernels HWIO ``(kh, kw, C_in, C_out)``;
 correlation (no kernel flip), as in ``lax.conv_general_dilated`` and ``torch.nn.Conv2d``.
@@ -59,20 +61,43 @@ _MAX_COL2IM_PIXELS = 112 * 112
 _MIN_CUSTOM_MACS = 50_000_000
 
 
-# None: the hand-written gradients when JAX's default backend is the CPU (they were
-# measured on XLA:CPU only); True / False force them on / off.
+# None: the hand-written gradients when JAX's default backend is a CPU without AVX-512
+# (they were measured on XLA:CPU only); True / False force them on / off.
 _MATMUL_GRADIENTS: bool | None = None
+
+
+def cpu_flags(path: str = "/proc/cpuinfo") -> frozenset[str]:
+  """The feature flags of the host CPU as the kernel reports them (the first
+  ``flags`` line of ``path``); empty where that file is missing (not Linux) or has
+  no such line."""
+  try:
+    with open(path) as f:
+      for line in f:
+        if line.startswith("flags"):
+          return frozenset(line.partition(":")[2].split())
+  except OSError:
+    pass
+  return frozenset()
+
+
+@functools.lru_cache(maxsize=None)
+def _host_has_avx512() -> bool:
+  return "avx512f" in cpu_flags()
 
 
 def matmul_gradients() -> bool:
   """Whether :func:`conv2d` and the group-conv bias take their hand-written XLA:CPU
   gradients (matmuls, col2im, a row-sum matmul) instead of XLA's own.
 
-  Decided when a function is traced: ``jax.default_backend() == "cpu"`` unless
-  :func:`set_matmul_gradients` forced it. Both paths compute the same numbers.
+  Decided when a function is traced: ``jax.default_backend() == "cpu"`` on a CPU
+  without AVX-512 (:func:`cpu_flags`), unless :func:`set_matmul_gradients` forced it.
+  Both paths compute the same numbers. Measured (train/BENCHMARKS.md): without
+  AVX-512 the hand-written gradients made the C8 + ResNet50 step 1.2x faster; with
+  AVX-512, where XLA:CPU runs its convolutions through YNNPACK, XLA's own were 2-9%
+  faster (fix 27).
   """
   if _MATMUL_GRADIENTS is None:
-    return jax.default_backend() == "cpu"
+    return jax.default_backend() == "cpu" and not _host_has_avx512()
   return _MATMUL_GRADIENTS
 
 
