@@ -41,12 +41,19 @@ def _paths(h_irreps: e3nn.Irreps, sh_irreps: e3nn.Irreps, keep: e3nn.Irreps):
           for ir_out in ir1 * ir2 if ir_out in keep]
 
 
-def _mean_weighted_tensor_product(h_j: e3nn.IrrepsArray, sh: e3nn.IrrepsArray,
-                                  weights: jax.Array, paths) -> e3nn.IrrepsArray:
+def _split(array: jax.Array, sizes) -> list[jax.Array]:
+  """Splits the last axis into consecutive pieces of the given sizes."""
+  return jnp.split(array, np.cumsum(sizes)[:-1].tolist(), axis=-1)
+
+
+def _mean_weighted_tensor_product(h: e3nn.IrrepsArray, neighbors: jax.Array,
+                                  sh: e3nn.IrrepsArray, weights: jax.Array,
+                                  paths) -> e3nn.IrrepsArray:
   """mean_j over neighbours of w_ij * (h_j (x) Y_ij), channelwise, path by path.
 
   Args:
-    h_j: (B, N, k, dim) neighbour features.
+    h: (B, N, dim) node features.
+    neighbors: (B, N, k) int indices of each node's neighbours j.
     sh: (B, N, k, dim_Y) spherical harmonics of the edges (multiplicity 1 each).
     weights: (B, N, k, W) one scalar per path and channel, in path order.
     paths: from :func:`_paths`.
@@ -56,20 +63,28 @@ def _mean_weighted_tensor_product(h_j: e3nn.IrrepsArray, sh: e3nn.IrrepsArray,
     path order. Clebsch-Gordan coefficients scaled by sqrt(2 l_out + 1), as
     e3nn's "component" normalisation.
   """
-  x_chunks, y_chunks = h_j.chunks, sh.chunks
+  # The features, harmonics and weights are cut into their pieces once, with
+  # ``jnp.split``, and each feature piece is gathered on its own: the gradient then
+  # concatenates the pieces' cotangents (the features' at the nodes, k times smaller
+  # than at the edges). Slicing path by path (as ``IrrepsArray.chunks`` and
+  # ``weights[..., a:b]`` do) makes the gradient a sum of zero-padded copies, which
+  # XLA:CPU computes far slower (train/BENCHMARKS.md, fix 28).
+  x_chunks = [_gather(c, neighbors).reshape(neighbors.shape + (mul, ir.dim))
+              for c, (mul, ir) in
+              zip(_split(h.array, [m * ir.dim for m, ir in h.irreps]), h.irreps)]
+  y_chunks = _split(sh.array, [ir.dim for _, ir in sh.irreps])
+  w_chunks = _split(weights, [h.irreps[i1].mul for i1, _, _ in paths])
   num_neighbors = weights.shape[2]
-  irreps, outputs, offset = [], [], 0
-  for i1, i2, ir_out in paths:
-    mul, ir1 = h_j.irreps[i1]
+  irreps, outputs = [], []
+  for (i1, i2, ir_out), w in zip(paths, w_chunks):
+    mul, ir1 = h.irreps[i1]
     ir2 = sh.irreps[i2].ir
     cg = np.sqrt(ir_out.dim) * e3nn.clebsch_gordan(ir1.l, ir2.l, ir_out.l)
-    per_edge = jnp.einsum("bnkj,ijo->bnkio", y_chunks[i2][..., 0, :],
-                          cg.astype(weights.dtype))
-    weighted = x_chunks[i1] * weights[..., offset:offset + mul, None]
+    per_edge = jnp.einsum("bnkj,ijo->bnkio", y_chunks[i2], cg.astype(weights.dtype))
+    weighted = x_chunks[i1] * w[..., None]
     out = jnp.einsum("bnkui,bnkio->bnuo", weighted, per_edge) / num_neighbors
     outputs.append(out.reshape(out.shape[:2] + (mul * ir_out.dim,)))
     irreps.append((mul, ir_out))
-    offset += mul
   return e3nn.IrrepsArray(e3nn.Irreps(irreps), jnp.concatenate(outputs, axis=-1))
 
 
@@ -134,12 +149,17 @@ class E3nnVectorNet(nn.Module):
       gated = layer_irreps.filter(drop="0e")
       gate_irreps = (e3nn.Irreps(f"{layer_irreps.count('0e') + gated.num_irreps}x0e")
                      + gated)
-      h_j = e3nn.IrrepsArray(h.irreps, _gather(h.array, neighbors))
       paths = _paths(h.irreps, sh.irreps, gate_irreps)
+      # On the edges flattened to rows: the gradients of a dense layer with 3
+      # leading axes are far slower on XLA:CPU than those of the 2-D matmul (the
+      # canonicalizer's forward + backward at B=8, 1024 points, with the split
+      # tensor product: 613 -> 409 ms; BENCHMARKS.md, fix 28).
       weights = e3nn.flax.MultiLayerPerceptron(
           (self.radial_hidden, sum(h.irreps[p[0]].mul for p in paths)),
-          act=jax.nn.silu, output_activation=False, name=f"radial_{layer}")(radial)
-      aggregated = _mean_weighted_tensor_product(h_j, sh, weights, paths)
+          act=jax.nn.silu, output_activation=False, name=f"radial_{layer}")(
+              radial.reshape(-1, self.num_basis))
+      weights = weights.reshape(radial.shape[:-1] + weights.shape[-1:])
+      aggregated = _mean_weighted_tensor_product(h, neighbors, sh, weights, paths)
       update = (
           e3nn.flax.Linear(gate_irreps, force_irreps_out=True,
                            name=f"message_linear_{layer}")(aggregated)
