@@ -3,6 +3,7 @@ import functools
 
 import e3nn_jax as e3nn
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -81,11 +82,12 @@ def test_e3nn_message_matches_e3nn_tensor_products():
   against e3nn-jax's own ``tensor_product`` path by path: values and gradients."""
   from canon_jax.nn import e3nn_net
   rng = np.random.default_rng(3)
-  irreps, sh_irreps = e3nn.Irreps("3x0e + 2x1o + 1x2e"), e3nn.Irreps.spherical_harmonics(2)
+  irreps = e3nn.Irreps("3x0e + 2x1o + 1x2e")
+  sh_irreps = e3nn.Irreps.spherical_harmonics(2)
   h = rng.normal(size=(2, 10, irreps.dim)).astype(np.float32)
   neighbors = rng.integers(0, 10, size=(2, 10, 4)).astype(np.int32)
-  sh = e3nn.spherical_harmonics(sh_irreps, rng.normal(size=(2, 10, 4, 3)), True,
-                                normalization="component")
+  sh = e3nn.spherical_harmonics(sh_irreps, rng.normal(size=(2, 10, 4, 3)),
+                                normalize=True, normalization="component")
   paths = e3nn_net._paths(irreps, sh_irreps, e3nn.Irreps("0e + 1o + 1e + 2e"))
   assert len(paths) > 10                          # several outputs per pair
   weights = rng.normal(size=(2, 10, 4, sum(irreps[p[0]].mul for p in paths)))
@@ -108,12 +110,13 @@ def test_e3nn_message_matches_e3nn_tensor_products():
       per_edge = tp.chunks[0] * weights[..., offset:offset + mul, None]
       outputs.append(per_edge.mean(axis=2).reshape(h.shape[:2] + (-1,)))
       offset += mul
-    return jax.numpy.concatenate(outputs, axis=-1)
+    return jnp.concatenate(outputs, axis=-1)
 
   np.testing.assert_allclose(fast_jit(fused)(h, weights),
                              fast_jit(reference)(h, weights), rtol=1e-5, atol=1e-5)
-  cotangent = rng.normal(size=(2, 10, 74)).astype(np.float32)   # the messages
-  grads = [fast_jit(jax.grad(lambda h, w, f=f: jax.numpy.sum(f(h, w) * cotangent),
+  dim_out = sum(irreps[i1].mul * ir_out.dim for i1, _, ir_out in paths)
+  cotangent = rng.normal(size=(2, 10, dim_out)).astype(np.float32)
+  grads = [fast_jit(jax.grad(lambda h, w, f=f: jnp.sum(f(h, w) * cotangent),
                              argnums=(0, 1)))(h, weights) for f in (fused, reference)]
   for a, b in zip(*grads):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
