@@ -51,8 +51,9 @@ class _Conv(nn.Module):
 
   Same parameter as ``nn.Conv`` (``kernel`` (k, k, in, out), torchvision's
   initialiser) and the same function, computed by :func:`canon_jax.nn.conv.conv2d`:
-  1 x 1 kernels as a matmul, and on the CPU the kernel gradient of the others as
-  matmuls (XLA:CPU's own kernel gradients are 1.3-50x slower; train/BENCHMARKS.md).
+  1 x 1 kernels as a matmul, and where :func:`canon_jax.nn.conv.matmul_gradients` is
+  on (CPUs without AVX-512) the kernel gradient of the others as matmuls (XLA:CPU's
+  own were 1.3-50x slower there; train/BENCHMARKS.md).
   """
   features: int
   kernel_size: int

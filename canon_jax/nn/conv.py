@@ -146,8 +146,9 @@ def conv2d(x: jax.Array, kernel: jax.Array, strides: int | tuple[int, int] = 1,
   dimension_numbers=("NHWC", "HWIO", "NHWC"))`` (no dilation, no groups), with a
   kernel gradient computed by matmuls. 1 x 1 kernels without padding are a strided
   subsampling and a matmul (:func:`pointwise`) on every backend; convolutions under
-  5e7 multiply-adds, and all of them where :func:`matmul_gradients` is off (off the
-  CPU by default), are plain ``lax`` convolutions (faster to compile, as fast to run).
+  5e7 multiply-adds, and all of them where :func:`matmul_gradients` is off (by
+  default GPUs, TPUs and CPUs with AVX-512), are plain ``lax`` convolutions (faster to
+  compile, as fast to run).
 
   Args:
     x: NHWC images or feature maps.

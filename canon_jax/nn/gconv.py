@@ -206,8 +206,8 @@ def _he_init(variance: float):
 
 def _conv(x, kernel, padding="SAME"):
   """Stride-1 correlation, NHWC x HWIO (:func:`canon_jax.nn.conv.conv2d`: 1 x 1
-  kernels as a matmul; on the CPU kernel gradients as matmuls, XLA:CPU's own are
-  1.3-50x slower, BENCHMARKS.md)."""
+  kernels as a matmul; kernel gradients as matmuls where
+  :func:`canon_jax.nn.conv.matmul_gradients` is on, BENCHMARKS.md)."""
   return conv2d(x, kernel, 1, padding)
 
 
@@ -219,7 +219,8 @@ def _conv(x, kernel, padding="SAME"):
 # this and the next layer's input gradient. Rounding, on (B, 96, 96, 32, 8) standard
 # normal cotangents (sums up to ~1e3): max error 3.3e-4 (B=2) and 9.8e-4 (B=8), XLA's
 # reduction 1.8e-4 and 3.2e-3; with mean 0.5, relative 2.5e-7 and 3.6e-7 (XLA 1.4e-7,
-# 1.2e-6). Off the CPU (:func:`canon_jax.nn.conv.matmul_gradients`): XLA's reduction.
+# 1.2e-6). Where :func:`canon_jax.nn.conv.matmul_gradients` is off (GPUs, TPUs, CPUs
+# with AVX-512): XLA's reduction.
 _MIN_MATMUL_BIAS_SIZE = 1 << 20
 
 
