@@ -154,3 +154,81 @@ def test_schedule_times_every_case_iters_times_never_right_after_a_switch(
 def test_schedule_rejects_bad_iters():
   with pytest.raises(ValueError, match="iters"):
     benchmark.schedule({"a": "jax"}, 0)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_predictor_dtype_sets_the_image_predictors_compute_dtype(dtype):
+  """``--dtype`` is the image predictor's compute dtype; parameters, the
+  canonicalizer, its outputs and the logits stay float32."""
+  import dataclasses  # pylint: disable=import-outside-toplevel
+  import jax  # pylint: disable=import-outside-toplevel
+  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
+  sizes = dataclasses.replace(benchmark.MODES["tiny"], predictor_dtype=dtype)
+  images, _ = benchmark.make_images(2, sizes.image_size)
+  x = jnp.asarray(images)
+  canon, predictor, params, stats = benchmark._init_image_models(sizes, x, True)
+  assert {p.dtype for p in jax.tree.leaves(params)} == {jnp.dtype("float32")}
+  result = canon.apply({"params": params["canonicalizer"]}, x)
+  assert result.canonical.dtype == result.logits.dtype == jnp.float32
+  logits = predictor.apply({"params": params["predictor"], "batch_stats": stats},
+                           result.canonical)
+  # The ResNet returns float32 logits; computed in bfloat16, they are bfloat16
+  # numbers (and computed in float32, almost surely not all of them are).
+  assert logits.dtype == jnp.float32
+  exact = bool(jnp.all(logits.astype(jnp.bfloat16).astype(jnp.float32) == logits))
+  assert exact == (dtype == "bfloat16")
+
+
+def test_bfloat16_train_step_and_inference_rows_say_so(tmp_path):
+  result = _load(tmp_path, ["--tiny", "--no-reference", "--dtype", "bfloat16",
+                            "--rows", "canonicalizer,train_step"])
+  assert result["sizes"]["predictor_dtype"] == "bfloat16"
+  canonicalizer, train_step = result["rows"]
+  # The canonicalizer row has no predictor: float32, and its title says nothing.
+  assert "bfloat16" not in canonicalizer["title"]
+  assert train_step["title"].endswith("(bfloat16 predictor)")
+  _check_side(train_step["canon_jax"], jax_side=True, flops=False)
+  _check_side(train_step["extra"]["canon_jax_predictor_only"], jax_side=True, flops=False)
+
+
+def test_rejects_unknown_dtypes():
+  with pytest.raises(ValueError, match="dtype must be"):
+    benchmark.run("tiny", ("train_step",), dtype="float16")
+
+
+@pytest.mark.skipif(importlib.util.find_spec("torch") is None,
+                    reason="torch (the bench extra) is not installed")
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_torch_loss_autocasts_the_predictor_only(dtype):
+  """The reference side of ``--dtype``: torch's autocast around the predictor's
+  forward; the canonicalizer's forward, its prior and the loss stay float32."""
+  import torch  # pylint: disable=import-outside-toplevel
+  seen = {}
+
+  class Recording(torch.nn.Module):
+    def __init__(self, name, features):
+      super().__init__()
+      self.name, self.linear = name, torch.nn.Linear(4, features)
+
+    def forward(self, x):
+      out = self.linear(x)
+      seen[self.name] = out.dtype
+      return out
+
+  class Canon(Recording):
+    def get_prior_regularization_loss(self):
+      seen["prior"] = self.linear.weight.sum().dtype
+      return self.linear.weight.sum()
+
+  predictor, canon = Recording("predictor", 3), Canon("canon", 4)
+  x, y = torch.ones(2, 4), torch.tensor([0, 2])
+  loss = benchmark._torch_loss(torch, predictor, canon, x, y, 2.0,
+                               benchmark._torch_autocast(torch, "cpu", dtype))
+  assert seen == {"canon": torch.float32, "predictor": getattr(torch, dtype),
+                  "prior": torch.float32}
+  assert loss.dtype == torch.float32
+  with torch.no_grad():
+    expected = (torch.nn.functional.cross_entropy(predictor.linear(canon.linear(x)), y)
+                + 2.0 * canon.linear.weight.sum())
+  tol = 1e-6 if dtype == "float32" else 3e-2
+  assert abs(loss.item() - expected.item()) < tol

@@ -92,6 +92,7 @@ def test_gpu_run_script_dry_run_on_cpu(tmp_path):
   for name in ("canon_jax", "train", "tests"):
     (tmp_path / name).symlink_to(repo / name)
   env = {**os.environ, "OUT": str(out), "PYTHON": sys.executable, "ROW_TIMEOUT": "600",
+         "BUDGET": str(3600),
          "BENCH_ARGS": "--device cpu --tiny --no-reference --iters 1 --warmup 0",
          "JAX_PLATFORMS": "cpu"}
   done = subprocess.run(["bash", str(repo / "train" / "gpu_run.sh")], cwd=tmp_path,
@@ -102,3 +103,7 @@ def test_gpu_run_script_dry_run_on_cpu(tmp_path):
     result = json.loads((out / f"gpu_{row}.json").read_text())
     (record,) = result["rows"]
     assert record["name"] == row and record["canon_jax"]["median_s"] > 0
+  # The bfloat16 pass starts when 120 s of the BUDGET are left (here: an hour).
+  bf16 = json.loads((out / "gpu_bf16.json").read_text())
+  assert bf16["sizes"]["predictor_dtype"] == "bfloat16"
+  assert [r["name"] for r in bf16["rows"]] == ["train_step", "inference"]

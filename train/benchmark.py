@@ -8,6 +8,7 @@ inputs (converted to jax / torch arrays), with the same architectures and losses
   python -m train.benchmark --quick --flops --profile  # + XLA FLOPs, step breakdown
   python -m train.benchmark --device gpu --out gpu.json  # GPU, FLOPs and MFU
   python -m train.benchmark --quick --batch 8 --rows train_step  # another batch
+  python -m train.benchmark --quick --dtype bfloat16 --rows train_step,inference
 
 Rows (``--rows`` selects some):
 
@@ -26,6 +27,12 @@ Rows (``--rows`` selects some):
   ``canon_jax.models.PointNet``).
 * ``inference``: canonicalize-then-predict vs averaging the predictor over all 8
   rotations (both canon_jax, the same ResNet50): the baseline is the averaging.
+
+``--dtype bfloat16`` runs the image predictor (ResNet50; rows ``train_step`` and
+``inference``) in mixed precision on both sides: canon_jax's ``dtype=bfloat16``
+(bfloat16 activations and matmuls, float32 parameters, batch statistics and loss),
+torch's ``autocast`` to bfloat16 around the predictor's forward. The canonicalizers,
+their priors and the other rows stay float32.
 
 Per row and side: median step time after warm-up (JAX compile time separately),
 throughput, peak memory, and ``speedup`` = baseline median / canon_jax median.
@@ -89,6 +96,10 @@ from train import host_memory
 
 ROWS = ("canonicalizer", "train_step", "pointcloud", "inference")
 """Row names, in the order they run."""
+DTYPES = ("float32", "bfloat16")
+"""Compute dtypes of the image predictor (``--dtype``)."""
+PREDICTOR_DTYPE_ROWS = ("train_step", "inference")
+"""The rows whose image predictor ``--dtype`` sets."""
 
 GROUP = "C8"
 LIFT_PADDING = "VALID"      # equiadapt's custom network: 5x5 lift without padding
@@ -119,6 +130,8 @@ class Sizes:
       PointNet (features, head) widths.
     infer_batch: row 4 batch (the averaging runs the predictor on 8x as many).
     warmup, iters: untimed steps after compilation, timed steps per side.
+    predictor_dtype: compute dtype of the image predictor ("float32" or
+      "bfloat16", :data:`DTYPES`); parameters and everything else stay float32.
   """
   canon_batch: int
   train_batch: int
@@ -131,6 +144,7 @@ class Sizes:
   predictor: str = "resnet50"
   num_points: int = 1024
   pointnet: tuple[tuple[int, ...], tuple[int, ...]] = ((64, 128, 1024), (512, 256))
+  predictor_dtype: str = "float32"
 
 
 MODES = {
@@ -345,7 +359,9 @@ def make_clouds(batch: int, points: int, seed: int = 0) -> tuple[np.ndarray, np.
 
 
 def _ce(logits, labels):
-  return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+  # In float32 whatever the predictor's compute dtype (torch's autocast does the same).
+  return optax.softmax_cross_entropy_with_integer_labels(
+      logits.astype(jnp.float32), labels).mean()
 
 
 def jax_canonicalizer_case(sizes: Sizes) -> Case:
@@ -366,7 +382,8 @@ def jax_canonicalizer_case(sizes: Sizes) -> Case:
 def _image_models(sizes: Sizes):
   canon = canon_jax.ImageCanonicalizer(GROUP, resize=sizes.canon_size,
                                        lift_padding=LIFT_PADDING)
-  predictor = canon_models.get_model(sizes.predictor, num_classes=NUM_CLASSES)
+  predictor = canon_models.get_model(sizes.predictor, num_classes=NUM_CLASSES,
+                                     dtype=jnp.dtype(sizes.predictor_dtype))
   return canon, predictor
 
 
@@ -472,7 +489,8 @@ def jax_inference_case(sizes: Sizes, mode: str) -> Case:
   def average(pvars, x):
     copies = canon_jax.all_transforms(x, GROUP)              # (|G|, B, H, W, C)
     logits = predictor.apply(pvars, copies.reshape((-1,) + x.shape[1:]))
-    probs = jax.nn.softmax(logits.reshape(order, x.shape[0], -1), axis=-1)
+    probs = jax.nn.softmax(logits.reshape(order, x.shape[0], -1).astype(jnp.float32),
+                           axis=-1)
     return probs.mean(axis=0)
 
   if mode == "canonicalize":
@@ -493,13 +511,27 @@ def jax_inference_case(sizes: Sizes, mode: str) -> Case:
 # ---------------------------------------------------------------------------------
 
 
-def _torch_loss(torch, predictor, canon, x, y, prior_weight: float):
+def _torch_autocast(torch, device: str, dtype: str) -> Callable[[], Any]:
+  """A factory of the context the torch predictor's forward runs in: ``autocast``
+  to ``dtype`` on ``device`` ("cpu" or "cuda"), or nothing for float32."""
+  if dtype == "float32":
+    return contextlib.nullcontext
+  return lambda: torch.autocast(device, dtype=getattr(torch, dtype))
+
+
+def _torch_loss(torch, predictor, canon, x, y, prior_weight: float,
+                autocast: Callable[[], Any] = contextlib.nullcontext):
   """equiadapt's training loss: CE of ``predictor(canon(x))`` plus ``prior_weight`` x
-  the canonicalizer's prior (CE of ``predictor(x)`` alone without ``canon``)."""
+  the canonicalizer's prior (CE of ``predictor(x)`` alone without ``canon``). Only
+  the predictor's forward runs under ``autocast()`` (:func:`_torch_autocast`); the
+  CE is computed in float32."""
+  inputs = x if canon is None else canon(x)
+  with autocast():
+    logits = predictor(inputs)
+  loss = torch.nn.functional.cross_entropy(logits.float(), y)
   if canon is None:
-    return torch.nn.functional.cross_entropy(predictor(x), y)
-  return (torch.nn.functional.cross_entropy(predictor(canon(x)), y)
-          + prior_weight * canon.get_prior_regularization_loss())
+    return loss
+  return loss + prior_weight * canon.get_prior_regularization_loss()
 
 
 def _import_reference(threads: int, device: str):
@@ -604,10 +636,11 @@ class _Torch:
       modules.append(canon.to(self.dev).train())
     opt = torch.optim.SGD([p for m in modules for p in m.parameters()],
                           lr=LEARNING_RATE, momentum=MOMENTUM)
+    autocast = _torch_autocast(torch, self.dev, sizes.predictor_dtype)
 
     def step():
       opt.zero_grad(set_to_none=True)
-      _torch_loss(torch, predictor, canon, x, y, PRIOR_WEIGHT).backward()
+      _torch_loss(torch, predictor, canon, x, y, PRIOR_WEIGHT, autocast).backward()
       opt.step()
 
     label = self.label if canonicalize else f"{self.label} predictor only"
@@ -770,8 +803,9 @@ def measure(builders: dict[str, Callable[[], Case]], sizes: Sizes, device: str
 def peak_matmul_flops(device: str) -> tuple[float, str]:
   """Measured matmul FLOP/s on JAX's default device (the MFU denominator).
 
-  bf16 8192^2 on GPU; float32 1024^2 on CPU, where bf16 is slower than float32 and
-  the benchmark computes in float32. Random operands: an H200 multiplies constant
+  bf16 8192^2 on GPU; float32 1024^2 on CPU, where XLA's bf16 matmul is no faster
+  than its float32 one (even on a CPU with AVX-512 BF16; BENCHMARKS.md), so float32
+  is the peak there also with ``--dtype bfloat16``. Random operands: an H200 multiplies constant
   matrices ~13% faster than random ones (the device notes: 894 vs 788 TFLOP/s),
   which would understate the MFU. Returns (FLOP/s, dtype name).
   """
@@ -851,8 +885,11 @@ def run_row(row: str, sizes: Sizes, reference: _Torch | None, device: str,
   builders, missing = _row_builders(row, sizes, reference, reference_missing)
   stats = measure(builders, sizes, device)
   batch, shape = _batch_and_shape(row, sizes)
+  title = TITLES[row].format(predictor=sizes.predictor)
+  if row in PREDICTOR_DTYPE_ROWS and sizes.predictor_dtype != "float32":
+    title += f" ({sizes.predictor_dtype} predictor)"
   record = {
-      "name": row, "title": TITLES[row].format(predictor=sizes.predictor),
+      "name": row, "title": title,
       "batch": batch, "input_shape": shape,
       "canon_jax": stats["canon_jax"], "baseline": stats.get("baseline"),
       "baseline_missing": None if "baseline" in stats else missing,
@@ -967,7 +1004,7 @@ def format_table(result: dict[str, Any]) -> str:
 def run(mode: str = "quick", rows: tuple[str, ...] = ROWS, *, reference: bool = True,
         device: str = "cpu", flops: bool = False, threads: int | None = None,
         profile: bool = False, iters: int | None = None, warmup: int | None = None,
-        batch: int | None = None, malloc: str = "retain",
+        batch: int | None = None, malloc: str = "retain", dtype: str = "float32",
         log: Callable[[str], None] = print, command: str | None = None
         ) -> dict[str, Any]:
   """Runs the benchmark; returns the JSON-able result (see the module docstring).
@@ -987,6 +1024,8 @@ def run(mode: str = "quick", rows: tuple[str, ...] = ROWS, *, reference: bool = 
       share the process, so both get it) or "default" (glibc as configured). Applied
       here before JAX's backend and torch start; it takes full effect only if no
       earlier code in the process started them.
+    dtype: compute dtype of the image predictor in rows ``train_step`` and
+      ``inference`` (:data:`DTYPES`; see the module docstring).
     log: progress messages.
     command: how the run was started, for the record (default: this call).
   """
@@ -999,13 +1038,15 @@ def run(mode: str = "quick", rows: tuple[str, ...] = ROWS, *, reference: bool = 
     raise ValueError(f"device must be 'cpu' or 'gpu'; got {device!r}.")
   if malloc not in ("retain", "default"):
     raise ValueError(f"malloc must be 'retain' or 'default'; got {malloc!r}.")
+  if dtype not in DTYPES:
+    raise ValueError(f"dtype must be one of {DTYPES}; got {dtype!r}.")
   if malloc == "retain":
     host_memory.retain_freed_memory()
   threads = configure_threads(threads)
   if jax.default_backend() != device:
     raise RuntimeError(f"--device {device} but JAX's default backend is "
                        f"{jax.default_backend()!r} (set JAX_PLATFORMS={device}).")
-  sizes = MODES[mode]
+  sizes = dataclasses.replace(MODES[mode], predictor_dtype=dtype)
   if batch is not None:
     if batch < 1:
       raise ValueError(f"batch must be >= 1; got {batch}.")
@@ -1063,13 +1104,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
   parser.add_argument("--batch", type=int, help="batch size of every row (overrides the mode's)")
   parser.add_argument("--malloc", choices=("retain", "default"), default="retain",
                       help="reuse freed host memory (glibc; default) or not")
+  parser.add_argument("--dtype", choices=DTYPES, default="float32",
+                      help="compute dtype of the image predictor (rows train_step, "
+                           "inference); bfloat16: mixed precision on both sides")
   args = parser.parse_args(argv)
   mode = "quick" if args.quick else "tiny" if args.tiny else "full"
   result = run(mode, tuple(r for r in args.rows.split(",") if r),
                reference=not args.no_reference, device=args.device, flops=args.flops,
                threads=args.threads, profile=args.profile, iters=args.iters,
                warmup=args.warmup, batch=args.batch, malloc=args.malloc,
-               log=lambda m: print(m, file=sys.stderr, flush=True),
+               dtype=args.dtype, log=lambda m: print(m, file=sys.stderr, flush=True),
                command=" ".join(["python -m train.benchmark"]
                                 + (sys.argv[1:] if argv is None else argv)))
   m = result["machine"]

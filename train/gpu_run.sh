@@ -7,9 +7,13 @@
 # Unpacks the carried wheels (train/gpu_kit.py), records the machine, then runs each
 # row of `python -m train.benchmark --device gpu` in its own process and time limit,
 # so that one failing row still leaves the others' JSON. Everything lands in $OUT:
-# env.txt, log.txt and gpu_<row>.json (merge with train/BENCHMARKS.md by hand).
+# env.txt, log.txt and gpu_<row>.json (merge with train/BENCHMARKS.md by hand); then,
+# if at least 120 s of the BUDGET are left, rows 2 and 4 again with a bfloat16
+# predictor on both sides (--dtype bfloat16, the usual way to train on a GPU) in
+# gpu_bf16.json.
 # Overrides for a dry run on a CPU machine: PYTHON (default python3), BENCH_ARGS
-# (default "--device gpu"), ROW_TIMEOUT (seconds for every row; default 90-200 by row).
+# (default "--device gpu"), ROW_TIMEOUT (seconds for every row; default 90-200 by row),
+# BUDGET (seconds of the whole script after which nothing new starts; default 540).
 set -uo pipefail
 export PYTHONUNBUFFERED=1
 # JAX takes 75% of the GPU's memory up front; torch shares the process (the reference
@@ -36,4 +40,15 @@ for spec in canonicalizer:90 train_step:200 pointcloud:120 inference:110; do
   echo "[$row] exit status $rc" | tee -a "$OUT/log.txt"
   [ "$rc" -eq 0 ] || status=1
 done
+# SECONDS counts from the script's start (the unpacking included).
+left=$(( ${BUDGET:-540} - SECONDS ))
+if [ "$left" -ge 120 ]; then
+  timeout "$left" "$PY" -m train.benchmark ${BENCH_ARGS:---device gpu} --dtype bfloat16 \
+      --rows train_step,inference --out "$OUT/gpu_bf16.json" 2>&1 | tee -a "$OUT/log.txt"
+  rc=${PIPESTATUS[0]}
+  echo "[bf16] exit status $rc" | tee -a "$OUT/log.txt"
+  [ "$rc" -eq 0 ] || status=1
+else
+  echo "[bf16] skipped: ${left} s of the budget left" | tee -a "$OUT/log.txt"
+fi
 exit "$status"
