@@ -805,9 +805,9 @@ def peak_matmul_flops(device: str) -> tuple[float, str]:
 
   bf16 8192^2 on GPU; float32 1024^2 on CPU, where XLA's bf16 matmul is no faster
   than its float32 one (even on a CPU with AVX-512 BF16; BENCHMARKS.md), so float32
-  is the peak there also with ``--dtype bfloat16``. Random operands: an H200 multiplies constant
-  matrices ~13% faster than random ones (the device notes: 894 vs 788 TFLOP/s),
-  which would understate the MFU. Returns (FLOP/s, dtype name).
+  is the peak there also with ``--dtype bfloat16``. Random operands: an H200
+  multiplies constant matrices ~13% faster than random ones (the device notes: 894
+  vs 788 TFLOP/s), which would understate the MFU. Returns (FLOP/s, dtype name).
   """
   n, dtype = (8192, jnp.bfloat16) if device == "gpu" else (1024, jnp.float32)
   a = jax.random.normal(jax.random.key(0), (n, n), dtype)
