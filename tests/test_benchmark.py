@@ -1,8 +1,11 @@
 """train/benchmark.py on its tiny configuration: the JSON schema, no timing assertions."""
+import dataclasses
 import importlib.util
 import json
 import math
 
+import jax
+import jax.numpy as jnp
 import pytest
 
 from train import benchmark
@@ -160,9 +163,6 @@ def test_schedule_rejects_bad_iters():
 def test_predictor_dtype_sets_the_image_predictors_compute_dtype(dtype):
   """``--dtype`` is the image predictor's compute dtype; parameters, the
   canonicalizer, its outputs and the logits stay float32."""
-  import dataclasses  # pylint: disable=import-outside-toplevel
-  import jax  # pylint: disable=import-outside-toplevel
-  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
   sizes = dataclasses.replace(benchmark.MODES["tiny"], predictor_dtype=dtype)
   images, _ = benchmark.make_images(2, sizes.image_size)
   x = jnp.asarray(images)
