@@ -359,7 +359,7 @@ def make_clouds(batch: int, points: int, seed: int = 0) -> tuple[np.ndarray, np.
 
 
 def _ce(logits, labels):
-  # In float32 whatever the predictor's compute dtype (torch's autocast does the same).
+  # In float32 whatever the predictor's compute dtype, as on the torch side (_torch_loss).
   return optax.softmax_cross_entropy_with_integer_labels(
       logits.astype(jnp.float32), labels).mean()
 
