@@ -5,7 +5,6 @@ import pytest
 
 import canon_jax as cj
 from canon_jax import nn as cnn
-from canon_jax.nn import conv as cconv
 from canon_jax.nn import gconv as cgconv
 from helpers import elements, smooth_disk_images
 
@@ -175,38 +174,3 @@ def test_pointwise_group_conv_in_the_group_fourier_basis_equals_the_dense_one(
   for k in range(g.order):                 # pointwise: the group axis alone moves
     perm = g.regular_permutation(k)        # (k . f)[..., h] = f[..., k^-1 h]
     np.testing.assert_allclose(layer.apply(v, f[..., perm]), y[..., perm], atol=2e-5)
-
-
-@pytest.mark.parametrize("shape", [(2, 64, 64, 16, 8),   # the row-sum matmul path
-                                   (3, 5, 4, 6, 4)])     # XLA's reduction
-def test_add_channel_bias_value_and_gradients(shape):
-  f = jax.random.normal(jax.random.key(0), shape)
-  bias = jax.random.normal(jax.random.key(1), shape[-2:-1])
-  ct = jax.random.normal(jax.random.key(2), shape)
-  assert cgconv._MIN_MATMUL_BIAS_SIZE <= 2 * 64 * 64 * 16 * 8
-  y, vjp = jax.vjp(cgconv.add_channel_bias, f, bias)
-  np.testing.assert_array_equal(y, f + bias[:, None])
-  got_f, got_bias = vjp(ct)
-  np.testing.assert_array_equal(got_f, ct)
-  want = np.sum(np.asarray(ct, np.float64), axis=(0, 1, 2, 4))
-  # float32 sums of 65536 standard-normal terms (totals up to ~500): 1.4e-4 measured.
-  np.testing.assert_allclose(got_bias, want, rtol=0, atol=5e-4)
-  assert got_bias.dtype == bias.dtype
-
-
-def test_add_channel_bias_gradient_is_a_plain_sum_off_the_cpu():
-  shape = (2, 64, 64, 16, 8)                # large enough for the row-sum matmul on CPU
-  f, bias = jnp.ones(shape), jnp.ones(shape[-2:-1])
-  ct = jax.random.normal(jax.random.key(3), shape)
-  grad_jaxpr = lambda: str(jax.make_jaxpr(
-      lambda ct: jax.vjp(cgconv.add_channel_bias, f, bias)[1](ct))(ct))
-  assert "dot_general" in grad_jaxpr()
-  got = {}
-  for enabled in (True, False):
-    cconv.set_matmul_gradients(enabled)
-    try:
-      assert ("dot_general" in grad_jaxpr()) == enabled
-      got[enabled] = jax.vjp(cgconv.add_channel_bias, f, bias)[1](ct)[1]
-    finally:
-      cconv.set_matmul_gradients(None)
-  np.testing.assert_allclose(got[False], got[True], rtol=0, atol=5e-4)

@@ -3,7 +3,7 @@
 Feature layout: a regular feature map is (B, H, W, C, |G|); inside a convolution it
 is flattened to (B, H, W, C*|G|) with the group axis fastest (index c*|G| + g).
 
-Every layer is a single correlation (:func:`canon_jax.nn.conv.conv2d`; a matmul for
+Every layer is a single correlation (``lax.conv_general_dilated``; a matmul for
 1 x 1 kernels) whose kernel is assembled at trace time from the parameters; the
 steerable lift instead correlates the image with its fixed basis and mixes the
 responses with its coefficients in a matmul (see :class:`LiftingConv`). Large 1 x 1
@@ -43,9 +43,10 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax import lax
 
 from canon_jax.groups import DiscreteGroup, from_name
-from canon_jax.nn.conv import conv2d, matmul_gradients, pointwise, window_taps
+from canon_jax.nn.conv import pointwise, window_taps
 from canon_jax.transforms import _exact, _source_coords
 
 Basis = Literal["auto", "pixel", "steerable"]
@@ -205,52 +206,15 @@ def _he_init(variance: float):
 
 
 def _conv(x, kernel, padding="SAME"):
-  """Stride-1 correlation, NHWC x HWIO (:func:`canon_jax.nn.conv.conv2d`: 1 x 1
-  kernels as a matmul; kernel gradients as matmuls where
-  :func:`canon_jax.nn.conv.matmul_gradients` is on, BENCHMARKS.md)."""
-  return conv2d(x, kernel, 1, padding)
+  """Stride-1 correlation, NHWC x HWIO (XLA's convolution and its own gradients)."""
+  return lax.conv_general_dilated(x, kernel, (1, 1), padding,
+                                  dimension_numbers=("NHWC", "HWIO", "NHWC"))
 
 
-# Bias gradients of regular feature maps with at least this many elements (B H W C |G|)
-# sum the rows (B H, W C |G|) with a matmul before reducing the rest: XLA:CPU's
-# reduction over (B, H, W, |G|) keeping C runs on one thread (B=2, 96 x 96 x 32 x 8:
-# 9.4 -> 5.4 ms with the ReLU mask; train step -9 to -13 ms, BENCHMARKS.md). The
-# (B H, W C |G|) view is a bitcast, so the masked cotangent is materialised once for
-# this and the next layer's input gradient. Rounding, on (B, 96, 96, 32, 8) standard
-# normal cotangents (sums up to ~1e3): max error 3.3e-4 (B=2) and 9.8e-4 (B=8), XLA's
-# reduction 1.8e-4 and 3.2e-3; with mean 0.5, relative 2.5e-7 and 3.6e-7 (XLA 1.4e-7,
-# 1.2e-6). Where :func:`canon_jax.nn.conv.matmul_gradients` is off (GPUs, TPUs, CPUs
-# with AVX-512): XLA's reduction.
-_MIN_MATMUL_BIAS_SIZE = 1 << 20
-
-
-@jax.custom_vjp
 def add_channel_bias(f: jax.Array, bias: jax.Array) -> jax.Array:
   """``f + bias[:, None]``: regular features (B, H, W, C, |G|) plus one bias per
   channel C, shared over the group axis (so the sum stays equivariant)."""
   return f + bias[:, None]
-
-
-def _add_channel_bias_fwd(f, bias):
-  # Empty arrays carry the dtypes the cotangents must have.
-  return add_channel_bias(f, bias), (jnp.zeros((0,), f.dtype),
-                                     jnp.zeros((0,), bias.dtype))
-
-
-def _add_channel_bias_bwd(likes, ct):
-  like_f, like_b = likes
-  if ct.ndim == 5 and ct.size >= _MIN_MATMUL_BIAS_SIZE and matmul_gradients():
-    b, h = ct.shape[:2]
-    rows = jnp.matmul(jnp.ones((1, b * h), ct.dtype), ct.reshape(b * h, -1),
-                      preferred_element_type=jnp.promote_types(ct.dtype, jnp.float32))
-    grad = jnp.sum(rows.reshape(ct.shape[2:]), axis=(0, 2))
-  else:
-    grad = jnp.sum(ct, axis=tuple(i for i in range(ct.ndim) if i != ct.ndim - 2),
-                   dtype=jnp.promote_types(ct.dtype, jnp.float32))
-  return ct.astype(like_f.dtype), grad.astype(like_b.dtype)
-
-
-add_channel_bias.defvjp(_add_channel_bias_fwd, _add_channel_bias_bwd)
 
 
 class _GroupFilterLayer(nn.Module):
