@@ -2,7 +2,7 @@
 import jax
 import jax.numpy as jnp
 
-from canon_jax import soft_disk_mask
+from canon_jax import soft_disk_mask, transform_images
 
 
 def smooth_disk_images(key, batch: int, size: int, channels: int = 3,
@@ -31,3 +31,16 @@ def set_field(config, field: str, value) -> None:
     node = node[parent]
   with node.ignore_type():
     node[leaf] = value
+
+
+def shift_rate(apply_fn, x, group, element: int = 1) -> float:
+  """Fraction of inputs whose argmax element moves from g* to ``element o g*`` when
+  the input is transformed by ``element`` (bilinearly for non-90-degree rotations).
+
+  ``apply_fn``: (B, H, W, C) -> (B, |G|) logits.
+  """
+  apply_fn = jax.jit(apply_fn)
+  base = jnp.argmax(apply_fn(x), axis=-1)
+  moved = jnp.argmax(apply_fn(transform_images(x, group, elements(element, x.shape[0]))),
+                     axis=-1)
+  return float(jnp.mean(moved == group.compose(elements(element, x.shape[0]), base)))

@@ -22,8 +22,9 @@ def _regular(f, g, k):
 def test_lifting_and_group_conv_are_exactly_equivariant(name, padding, basis):
   g = cj.from_name(name)
   x = jax.random.normal(KEY, (2, 11, 11, 2))
-  lift = cnn.LiftingConv(g, features=3, kernel_size=5, basis=basis, padding=padding)
-  gconv = cnn.GroupConv(g, features=2, kernel_size=3, basis=basis)
+  lift = cnn.LiftingConv(g, features=3, kernel_size=5, filters=cnn.FilterBasis(basis),
+                         padding=padding)
+  gconv = cnn.GroupConv(g, features=2, kernel_size=3, filters=cnn.FilterBasis(basis))
   lv = lift.init(KEY, x)
   lapply, gapply = jax.jit(lift.apply), jax.jit(gconv.apply)
   f = lapply(lv, x)
@@ -61,8 +62,8 @@ def test_steerable_lift_equals_the_expanded_kernel(name, k, rings, steered, padd
   g = cj.from_name(name)
   assert (cgconv._steering_matrices(g, k, 1, rings, 1.0) is not None) == steered
   x = jax.random.normal(KEY, (2, 13, 12, 3))
-  lift = cnn.LiftingConv(g, features=8, kernel_size=k, basis="steerable",
-                         num_rings=rings, padding=padding)
+  lift = cnn.LiftingConv(g, features=8, kernel_size=k, padding=padding,
+                         filters=cnn.FilterBasis("steerable", num_rings=rings))
   v = lift.init(KEY, x)
   basis = jnp.asarray(cnn.steerable_basis(g, k, 1, rings))
 
@@ -138,7 +139,7 @@ def test_bad_layer_arguments():
   with pytest.raises(ValueError, match="kernel_size must be a positive odd int"):
     cnn.LiftingConv("C4", 2, kernel_size=4).init(KEY, x)
   with pytest.raises(ValueError, match="basis='pixel' is only exact"):
-    cnn.LiftingConv("C8", 2, kernel_size=5, basis="pixel").init(KEY, x)
+    cnn.LiftingConv("C8", 2, kernel_size=5, filters=cnn.FilterBasis("pixel")).init(KEY, x)
   with pytest.raises(ValueError, match="padding must be 'SAME' or 'VALID'"):
     cnn.LiftingConv("C4", 2, kernel_size=3, padding="same").init(KEY, x)
   with pytest.raises(ValueError, match="needs H, W >= kernel_size=9; got 8x8"):

@@ -1,16 +1,19 @@
 """Equivariant layers and canonicalization networks."""
-from canon_jax.nn.gconv import (GroupBatchNorm, GroupConv, LiftingConv, group_avg_pool,
+from canon_jax.nn.gconv import (FilterBasis, GroupBatchNorm, GroupConv, LiftingConv,
+                                gaussian_blur, group_avg_pool, group_blur_pool,
                                 pool_to_logits, steerable_basis)
-from canon_jax.nn.networks import GroupConvNet, GroupWideResNet
+from canon_jax.nn.networks import (GroupConvNet, GroupWideResNet, coset_averaged_logits,
+                                   grid_coset_size)
 from canon_jax.nn.vector_neurons import (VNBatchNorm, VNLeakyReLU, VNLinear,
                                          VNLinearBNLeakyReLU, VNMaxPool, VNVectorNet,
                                          vn_mean_pool, vn_norm)
 
 __all__ = [
-    "E3nnVectorNet", "VNBatchNorm", "VNLeakyReLU", "VNLinear", "VNLinearBNLeakyReLU",
-    "VNMaxPool", "VNVectorNet", "vn_mean_pool", "vn_norm",
-    "GroupBatchNorm", "GroupConv", "GroupConvNet", "GroupWideResNet", "LiftingConv",
-    "group_avg_pool", "pool_to_logits", "steerable_basis",
+    'coset_averaged_logits', 'E3nnVectorNet', 'FilterBasis', 'gaussian_blur',
+    'grid_coset_size', 'group_avg_pool', 'group_blur_pool', 'GroupBatchNorm',
+    'GroupConv', 'GroupConvNet', 'GroupWideResNet', 'LiftingConv', 'pool_to_logits',
+    'steerable_basis', 'vn_mean_pool', 'vn_norm', 'VNBatchNorm', 'VNLeakyReLU',
+    'VNLinear', 'VNLinearBNLeakyReLU', 'VNMaxPool', 'VNVectorNet',
 ]
 
 

@@ -36,6 +36,7 @@ Filter parametrisations (``basis``):
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 from typing import Literal
 
@@ -46,7 +47,7 @@ import numpy as np
 from jax import lax
 
 from canon_jax.groups import DiscreteGroup, from_name
-from canon_jax.nn.conv import pointwise, window_taps
+from canon_jax.nn.conv import pointwise
 from canon_jax.transforms import _exact, _source_coords
 
 Basis = Literal["auto", "pixel", "steerable"]
@@ -71,6 +72,49 @@ def _check_kernel(kernel_size: int) -> None:
     raise ValueError(
         f"kernel_size must be a positive odd int (the filter needs a centre pixel "
         f"to rotate about); got {kernel_size!r}.")
+
+
+@dataclasses.dataclass(frozen=True)
+class FilterBasis:
+  """How the k x k filters of a group-conv layer are parametrised (hashable, static).
+
+  Attributes:
+    kind: "pixel" (free k x k weights moved by ``jnp.rot90``/flips; exact, only for
+      groups of 90-degree rotations), "steerable" (learned combination of the fixed
+      basis of :func:`steerable_basis`), or "auto" (pixel where exact, steerable
+      otherwise). 1 x 1 kernels are always pixel.
+    max_frequency: highest circular harmonic m of the steerable basis (1 by
+      default; 2 and more alias on small square grids).
+    num_rings: radial Gaussian rings of the steerable basis.
+    sigma: ring width in pixels.
+  """
+  kind: Basis = "auto"
+  max_frequency: int = 1
+  num_rings: int = 1
+  sigma: float = 1.0
+
+  def __post_init__(self):
+    if self.kind not in ("auto", "pixel", "steerable"):
+      raise ValueError(f"FilterBasis.kind must be 'auto', 'pixel' or 'steerable'; got "
+                       f"{self.kind!r}.")
+    if self.max_frequency < 0 or self.num_rings < 1 or not self.sigma > 0:
+      raise ValueError(f"FilterBasis needs max_frequency >= 0, num_rings >= 1 and "
+                       f"sigma > 0; got {self.max_frequency}, {self.num_rings} and "
+                       f"{self.sigma}.")
+
+  def resolve(self, group: DiscreteGroup, kernel_size: int) -> str:
+    """"pixel" or "steerable": the parametrisation used for ``group`` at ``kernel_size``."""
+    return _resolve_basis(self.kind, group, kernel_size)
+
+  def steerable(self, group: DiscreteGroup, kernel_size: int) -> np.ndarray:
+    """:func:`steerable_basis` of these settings, (|G|, k, k, nb)."""
+    return steerable_basis(group, kernel_size, self.max_frequency, self.num_rings,
+                           self.sigma)
+
+  def steering(self, group: DiscreteGroup, kernel_size: int) -> np.ndarray | None:
+    """:func:`_steering_matrices` of these settings, (|G|, nb, nb) or None."""
+    return _steering_matrices(group, kernel_size, self.max_frequency, self.num_rings,
+                              self.sigma)
 
 
 @functools.lru_cache(maxsize=64)
@@ -165,22 +209,18 @@ class _FilterBank(nn.Module):
   kernel_size: int
   shape: tuple[int, ...]
   fan_in: int
-  basis: str = "auto"
-  max_frequency: int = 1
-  num_rings: int = 1
-  sigma: float = 1.0
+  filters: FilterBasis = FilterBasis()
 
   @nn.compact
   def __call__(self, expand: bool = True):
     """The copies (|G|, k, k, *shape); with ``expand=False`` and a steerable basis,
     ``(basis (|G|, k, k, nb), coefficients (nb, *shape))`` instead (not multiplied)."""
-    kind = _resolve_basis(self.basis, self.group, self.kernel_size)
+    kind = self.filters.resolve(self.group, self.kernel_size)
     k = self.kernel_size
     if kind == "pixel":
       w = self.param("kernel", _he_init(2.0 / self.fan_in), (k, k) + self.shape)
       return _spatial_copies_pixel(w, self.group)
-    basis = jnp.asarray(steerable_basis(self.group, k, self.max_frequency,
-                                        self.num_rings, self.sigma))
+    basis = jnp.asarray(self.filters.steerable(self.group, k))
     nb = basis.shape[-1]
     # Unit-norm basis functions: a filter's energy is sum(coeffs^2); match the
     # energy of a He-initialised k x k pixel filter.
@@ -223,19 +263,15 @@ class _GroupFilterLayer(nn.Module):
   features: int
   kernel_size: int = 5
   use_bias: bool = True
-  basis: Basis = "auto"
-  max_frequency: int = 1
-  num_rings: int = 1
-  sigma: float = 1.0
+  filters: FilterBasis = FilterBasis()
 
   def _filter_copies(self, group: DiscreteGroup, shape: tuple[int, ...], fan_in: int,
                      expand: bool = True):
     """(|G|, k, k, *shape): the filter bank transformed by every element (see
     ``_FilterBank`` for ``expand=False``)."""
     _check_kernel(self.kernel_size)
-    return _FilterBank(group, self.kernel_size, shape, fan_in=fan_in, basis=self.basis,
-                       max_frequency=self.max_frequency, num_rings=self.num_rings,
-                       sigma=self.sigma, name="filters")(expand)
+    return _FilterBank(group, self.kernel_size, shape, fan_in=fan_in,
+                       filters=self.filters, name="filters")(expand)
 
   def _add_bias(self, y):
     """Adds one bias per output channel, shared over the group axis (equivariant)."""
@@ -254,17 +290,13 @@ class LiftingConv(_GroupFilterLayer):
   outputs (equiadapt's custom networks). Both pad symmetrically, so both are exactly
   equivariant under the grid's rotations by 90 degrees and its reflections.
 
-  With a steerable basis of nb functions and ``nb * (k^2 + features) < k^2 *
-  features``, the image is first correlated with the |G| nb fixed basis copies,
-  one input channel at a time, and the coefficients mix the responses after
-  (``out[..., o, h] = sum_{c, j} corr(x_c, h . psi_j) a[j, c, o]``, the same sum
-  in another order): fewer FLOPs, and no filter gradient of a k x k convolution.
-  The correlations with the basis are one matmul on im2col patches (k^2 times the
-  input's memory, transient). Since every copy ``h . psi_j`` is a fixed combination
-  of the untransformed ``psi`` (``_steering_matrices``), only the nb
-  untransformed functions are correlated with the image (a constant convolution)
-  and the mixing matmul produces all |G| outputs: |G| times fewer basis responses
-  and no transposes.
+  With a steerable basis of nb functions, every copy ``h . psi_j`` is a fixed
+  combination of the untransformed ``psi`` (``_steering_matrices``). When
+  ``nb * (k^2 + |G| features) < k^2 |G| features`` the image is therefore first
+  correlated with the nb untransformed functions (a constant convolution, one input
+  channel at a time) and one matmul mixes the responses into all |G| outputs
+  (``out[..., o, h] = sum_{c, j} corr(x_c, h . psi_j) a[j, c, o]``, the same sum in
+  another order): fewer FLOPs, and no filter gradient of a k x k convolution.
   """
 
   padding: Literal["SAME", "VALID"] = "SAME"
@@ -281,8 +313,7 @@ class LiftingConv(_GroupFilterLayer):
     if self.padding == "VALID" and min(x.shape[1:3]) < k:
       raise ValueError(f"padding='VALID' needs H, W >= kernel_size={k}; got "
                        f"{x.shape[1]}x{x.shape[2]}.")
-    steer = (_steering_matrices(group, k, self.max_frequency, self.num_rings,
-                                self.sigma) if isinstance(bank, tuple) else None)
+    steer = self.filters.steering(group, k) if isinstance(bank, tuple) else None
     if steer is not None and bank[0].shape[-1] * (k * k + n * self.features) < (
         k * k * n * self.features):
       basis, coeffs = bank
@@ -291,31 +322,13 @@ class LiftingConv(_GroupFilterLayer):
       # block-diagonal k x k kernel, c_in -> c_in nb), then one matmul mixes the
       # responses into all |G| outputs: mixing[(c, i), (o, h)] =
       # sum_j T[h, i, j] coeffs[j, c, o], because basis[h] = basis[0] @ T[h].
-      plain = np.einsum("xyi,cd->xycdi", np.asarray(steerable_basis(
-          group, k, self.max_frequency, self.num_rings, self.sigma)[0]),
+      plain = np.einsum("xyi,cd->xycdi", self.filters.steerable(group, k)[0],
                         np.eye(c_in, dtype=np.float32)).reshape(k, k, c_in, c_in * nb)
       z = _conv(x, jnp.asarray(plain, x.dtype), self.padding)
       mixing = jnp.einsum("hij,jco->cioh", jnp.asarray(steer), coeffs).reshape(
           c_in * nb, self.features * n)
       y = pointwise(z, mixing.astype(x.dtype))
       return self._add_bias(y.reshape(y.shape[:3] + (self.features, n)))
-    if isinstance(bank, tuple) and bank[0].shape[-1] * (k * k + self.features) < (
-        k * k * self.features):
-      basis, coeffs = bank
-      nb = basis.shape[-1]
-      # im2col (B, H, W, c, k*k) @ (k*k, n * nb) basis filters: every input channel
-      # against every basis copy in one matmul (the grouped convolution it replaces
-      # took 29 ms of a B=2 train step on XLA:CPU, this ~6 ms; BENCHMARKS.md).
-      pad = (k // 2, k // 2) if self.padding == "SAME" else (0, 0)
-      patches = jnp.stack(window_taps(x, (k, k), (1, 1), (pad, pad)), axis=-1)
-      out = patches.shape[:3]
-      filters = jnp.transpose(basis, (1, 2, 0, 3)).reshape(k * k, n * nb)
-      z = pointwise(patches, filters.astype(x.dtype)).reshape(out + (c_in, n, nb))
-      # (B, H, W, g, j, c) @ ((j, c), o): one matmul over the basis and the channels.
-      mixed = pointwise(
-          jnp.transpose(z, (0, 1, 2, 4, 5, 3)).reshape(out + (n, nb * c_in)),
-          coeffs.astype(x.dtype).reshape(nb * c_in, self.features))
-      return self._add_bias(jnp.swapaxes(mixed, -1, -2))
     copies = _expand(bank)
     kernel = jnp.transpose(copies, (1, 2, 3, 4, 0)).reshape(k, k, c_in, self.features * n)
     y = _conv(x, kernel.astype(x.dtype), self.padding)
@@ -434,6 +447,50 @@ def group_avg_pool(f: jax.Array) -> jax.Array:
   if h % 2 or w % 2:
     raise ValueError(f"group_avg_pool needs even H and W; got {h}x{w}.")
   return f.reshape(b, h // 2, 2, w // 2, 2, *f.shape[3:]).mean(axis=(2, 4))
+
+
+@functools.lru_cache(maxsize=16)
+def _gaussian_taps(sigma: float) -> np.ndarray:
+  """Normalised 1-D Gaussian taps of width ``sigma`` pixels, radius ceil(2 sigma)."""
+  radius = max(1, int(np.ceil(2 * sigma)))
+  t = np.arange(-radius, radius + 1, dtype=np.float64)
+  taps = np.exp(-t**2 / (2 * sigma**2))
+  return (taps / taps.sum()).astype(np.float32)
+
+
+def gaussian_blur(x: jax.Array, sigma: float) -> jax.Array:
+  """Isotropic Gaussian blur of (B, H, W, C) maps, ``sigma`` in pixels (0: none).
+
+  Separable, zero padding, radius ceil(2 sigma): the kernel is symmetric under the
+  grid's 90-degree rotations and flips (so the blur commutes exactly with them) and
+  nearly isotropic (so it commutes approximately with any rotation).
+  """
+  if sigma <= 0:
+    return x
+  taps = jnp.asarray(_gaussian_taps(float(sigma)), x.dtype)
+  r = (taps.shape[0] - 1) // 2
+  for axis in (1, 2):
+    pad = [(0, 0)] * x.ndim
+    pad[axis] = (r, r)
+    xp = jnp.pad(x, pad)
+    x = sum(taps[i] * jax.lax.slice_in_dim(xp, i, i + x.shape[axis], axis=axis)
+            for i in range(taps.shape[0]))
+  return x
+
+
+def group_blur_pool(f: jax.Array, sigma: float = 1.0) -> jax.Array:
+  """:func:`gaussian_blur`, then 2x2 average pooling, stride 2: (B, H, W, C, |G|)
+  -> (B, H/2, W/2, C, |G|), H and W even.
+
+  Commutes exactly with the grid's 90-degree rotations and flips, as
+  :func:`group_avg_pool` does; because the blur is nearly isotropic and removes the
+  frequencies that stride 2 would alias, it also commutes approximately with
+  45-degree rotations, which plain 2x2 pooling does not. ``sigma=0`` is plain 2x2
+  average pooling.
+  """
+  b, h, w = f.shape[:3]
+  blurred = gaussian_blur(f.reshape(b, h, w, -1), sigma).reshape(f.shape)
+  return group_avg_pool(blurred)
 
 
 def pool_to_logits(f: jax.Array) -> jax.Array:
