@@ -37,9 +37,8 @@ def shift_rate(apply_fn, x, group, element: int = 1) -> float:
   """Fraction of inputs whose argmax element moves from g* to ``element o g*`` when
   the input is transformed by ``element`` (bilinearly for non-90-degree rotations).
 
-  ``apply_fn``: (B, H, W, C) -> (B, |G|) logits.
+  ``apply_fn``: (B, H, W, C) -> (B, |G|) logits (pass a jitted function).
   """
-  apply_fn = jax.jit(apply_fn)
   base = jnp.argmax(apply_fn(x), axis=-1)
   moved = jnp.argmax(apply_fn(transform_images(x, group, elements(element, x.shape[0]))),
                      axis=-1)
