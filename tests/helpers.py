@@ -1,8 +1,9 @@
 """Shared test data: smooth, disk-masked images whose rotations lose nothing."""
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-from canon_jax import soft_disk_mask, transform_images
+from canon_jax import soft_disk_mask, transform_feature_maps, transform_images
 
 
 def smooth_disk_images(key, batch: int, size: int, channels: int = 3,
@@ -43,3 +44,40 @@ def shift_rate(apply_fn, x, group, element: int = 1) -> float:
   moved = jnp.argmax(apply_fn(transform_images(x, group, elements(element, x.shape[0]))),
                      axis=-1)
   return float(jnp.mean(moved == group.compose(elements(element, x.shape[0]), base)))
+
+
+# Group actions for assert_equivariant: (value, group, k) -> k . value, batch-wide.
+def on_images(x, group, k):
+  """k . x for (B, H, W, C) images (exact for 90-degree multiples)."""
+  return transform_images(x, group, elements(k, x.shape[0]))
+
+
+def on_regular(f, group, k):
+  """k . f for (B, H, W, C, |G|) regular feature maps (space and group axis move)."""
+  return transform_feature_maps(f, group, elements(k, f.shape[0]))
+
+
+def on_logits(logits, group, k):
+  """k . logits for (B, |G|): ``(k . l)[h] = l[k^-1 h]``."""
+  return logits[:, group.regular_permutation(k)]
+
+
+def invariant(y, group, k):
+  """The trivial action (invariance)."""
+  del group, k
+  return y
+
+
+def assert_equivariant(fn, x, group, act_in, act_out, *, atol=1e-5, rtol=1e-5,
+                       ks=None):
+  """``fn(k . x) == k . fn(x)`` for every element k of ``group`` (or of ``ks``).
+
+  ``act_in`` / ``act_out`` are actions ``(value, group, k) -> k . value`` such as
+  :func:`on_images`, :func:`on_regular`, :func:`on_logits`, :func:`invariant`;
+  ``fn`` maps x to a pytree-free array. Fails naming the element.
+  """
+  base = fn(x)
+  for k in (range(group.order) if ks is None else ks):
+    np.testing.assert_allclose(fn(act_in(x, group, k)), act_out(base, group, k),
+                               atol=atol, rtol=rtol,
+                               err_msg=f"not equivariant at element {k} of {group.name}")

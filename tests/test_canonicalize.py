@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 import canon_jax as cj
-from helpers import elements, smooth_disk_images
+from helpers import (assert_equivariant, elements, invariant, on_images, on_logits,
+                     smooth_disk_images)
 
 KEY = jax.random.PRNGKey(0)
 
@@ -23,13 +24,10 @@ def test_exact_groups_canonical_image_is_invariant(name, padding):
   v = m.init(KEY, x)
   apply = jax.jit(m.apply)
   base = apply(v, x)
-  for k in range(g.order):
-    r = apply(v, cj.transform_images(x, g, elements(k, 4)))
-    np.testing.assert_allclose(r.canonical, base.canonical, atol=1e-5)
-    np.testing.assert_array_equal(r.element, g.compose(jnp.full((4,), k), base.element))
-    # logits(g . x)[h] = logits(x)[g^-1 h]
-    np.testing.assert_allclose(r.logits, base.logits[:, g.regular_permutation(k)],
-                               atol=1e-5)
+  assert_equivariant(lambda x: apply(v, x).canonical, x, g, on_images, invariant)
+  assert_equivariant(lambda x: apply(v, x).logits, x, g, on_images, on_logits)
+  assert_equivariant(lambda x: apply(v, x).element, x, g, on_images,
+                     lambda e, g, k: g.compose(jnp.full(e.shape, k), e))
   # canonical = element^-1 . x
   np.testing.assert_array_equal(
       base.canonical, cj.transform_images(x, g, g.inverse(base.element)))

@@ -6,13 +6,11 @@ import pytest
 import canon_jax as cj
 from canon_jax import nn as cnn
 from canon_jax.nn import gconv as cgconv
-from helpers import elements, smooth_disk_images
+from helpers import (assert_equivariant, elements, on_images, on_logits, on_regular,
+                     smooth_disk_images)
 
 KEY = jax.random.PRNGKey(0)
 
-
-def _regular(f, g, k):
-  return cj.transform_feature_maps(f, g, elements(k, f.shape[0]))
 
 
 @pytest.mark.parametrize("name,padding", [("C4", "SAME"), ("D4", "SAME"),
@@ -31,12 +29,8 @@ def test_lifting_and_group_conv_are_exactly_equivariant(name, padding, basis):
   side = 11 if padding == "SAME" else 7
   assert f.shape == (2, side, side, 3, g.order)
   gv = gconv.init(KEY, f)
-  y = gconv.apply(gv, f)
-  for k in range(g.order):
-    xk = cj.transform_images(x, g, elements(k, 2))
-    fk = lapply(lv, xk)
-    np.testing.assert_allclose(fk, _regular(f, g, k), atol=1e-5, rtol=1e-5)
-    np.testing.assert_allclose(gapply(gv, fk), _regular(y, g, k), atol=1e-5, rtol=1e-5)
+  assert_equivariant(lambda x: lapply(lv, x), x, g, on_images, on_regular)
+  assert_equivariant(lambda f: gapply(gv, f), f, g, on_regular, on_regular)
 
 
 def test_c8_steerable_layers_exact_at_90_degrees_close_at_45():
@@ -46,9 +40,9 @@ def test_c8_steerable_layers_exact_at_90_degrees_close_at_45():
   v = net.init(KEY, x)
   f = net.apply(v, x)
   f2 = net.apply(v, cj.transform_images(x, g, elements(2, 2)))
-  np.testing.assert_allclose(f2, _regular(f, g, 2), atol=1e-5)
+  np.testing.assert_allclose(f2, on_regular(f, g, 2), atol=1e-5)
   f1 = net.apply(v, cj.transform_images(x, g, elements(1, 2)))
-  rel = jnp.linalg.norm(f1 - _regular(f, g, 1)) / jnp.linalg.norm(f)
+  rel = jnp.linalg.norm(f1 - on_regular(f, g, 1)) / jnp.linalg.norm(f)
   assert rel < 0.1, float(rel)
 
 
@@ -128,10 +122,7 @@ def test_wide_resnet_is_exactly_equivariant_for_c4():
   logits, upd = net.apply(v, x, train=True, mutable=["batch_stats"])
   assert logits.shape == (2, 4) and "batch_stats" in upd
   apply = jax.jit(net.apply)
-  base = apply(v, x)
-  for k in range(4):
-    lk = apply(v, cj.transform_images(x, g, elements(k, 2)))
-    np.testing.assert_allclose(lk, base[:, g.regular_permutation(k)], atol=1e-5)
+  assert_equivariant(lambda x: apply(v, x), x, g, on_images, on_logits)
 
 
 def test_bad_layer_arguments():
