@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from canon_jax import _checks, transforms
+from canon_jax.selection import gumbel_straight_through_weights
 from canon_jax.groups import DiscreteGroup, from_name
 from canon_jax.nn.gconv import FilterBasis, gaussian_blur
 from canon_jax.nn.networks import (GroupConvNet, GroupWideResNet,
@@ -117,6 +118,14 @@ class ImageCanonicalizer(nn.Module):
     resize: side the cropped input is resized to (96 in equiadapt, 128 for
       segmentation); ``None`` keeps the size.
     beta: softmax temperature of the straight-through estimator.
+    selection: how training picks the element: "softmax" (default: the argmax,
+      softmax(beta * logits) gradient; :func:`straight_through_weights`) or
+      "gumbel" (a sample from softmax(beta * logits) by the Gumbel-max trick, the
+      gradient of its relaxation at temperature ``gumbel_tau``;
+      :func:`canon_jax.gumbel_straight_through_weights`). "gumbel" needs a
+      ``"gumbel"`` PRNG stream in training: ``apply(..., rngs={"gumbel": key})``.
+      Evaluation always takes the argmax.
+    gumbel_tau: temperature of the Gumbel relaxation (gradient only).
     filter_basis, max_frequency, num_rings, filter_sigma: the filter
       parametrisation of every group-conv layer, bundled into a
       :class:`canon_jax.nn.FilterBasis` ("auto": pixels for C4/D4, a steerable
@@ -165,6 +174,8 @@ class ImageCanonicalizer(nn.Module):
   input_crop_ratio: float = 0.8
   resize: int | None = 96
   beta: float = 1.0
+  selection: Literal["softmax", "gumbel"] = "softmax"
+  gumbel_tau: float = 1.0
   filter_basis: str = "auto"
   max_frequency: int = 1
   num_rings: int = 1
@@ -180,6 +191,9 @@ class ImageCanonicalizer(nn.Module):
   def _validate(self, group: DiscreteGroup) -> None:
     if self.network not in ("gcnn", "wrn"):
       raise ValueError(f"network must be 'gcnn' or 'wrn'; got {self.network!r}.")
+    if self.selection not in ("softmax", "gumbel"):
+      raise ValueError(f"selection must be 'softmax' or 'gumbel'; got "
+                       f"{self.selection!r}.")
     if self.readout not in ("discrete", "continuous"):
       raise ValueError(f"readout must be 'discrete' or 'continuous'; got "
                        f"{self.readout!r}.")
@@ -259,7 +273,12 @@ class ImageCanonicalizer(nn.Module):
 
     element = jnp.argmax(logits, axis=-1).astype(jnp.int32)
     if train:
-      weights = straight_through_weights(logits, self.beta)
+      if self.selection == "gumbel":
+        weights = gumbel_straight_through_weights(
+            self.beta * logits, self.make_rng("gumbel"), self.gumbel_tau)
+        element = jnp.argmax(weights, axis=-1).astype(jnp.int32)
+      else:
+        weights = straight_through_weights(logits, self.beta)
       # sum_g w_g g^-1 . x: reorder the weights so that copy h = g^-1 gets w_g.
       canonical = transforms.transform_images_weighted(
           images, group, weights[:, group.inverses])

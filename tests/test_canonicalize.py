@@ -222,3 +222,27 @@ def test_finite_check_modes_under_jit():
     with pytest.raises(Exception, match="images must be finite"):
       jax.block_until_ready(jax.jit(_tiny("C4", check_finite=True).apply)(
           v, jnp.asarray(bad)).canonical)
+
+
+def test_gumbel_selection_samples_the_element_in_training_only():
+  g = cj.cyclic(4)
+  x = jax.random.normal(KEY, (64, 16, 16, 3))
+  m = _tiny(g, resize=16, selection="gumbel", beta=0.05)   # flat softmax: varied samples
+  v = m.init(KEY, x)
+  r = m.apply(v, x, train=True, rngs={"gumbel": jax.random.key(1)})
+  np.testing.assert_array_equal(jnp.sum(r.weights, -1), 1.0)
+  np.testing.assert_array_equal(jnp.argmax(r.weights, -1), r.element)
+  np.testing.assert_allclose(
+      r.canonical, cj.transform_images(x, g, g.inverse(r.element)), atol=1e-6)
+  r_eval = m.apply(v, x)
+  np.testing.assert_array_equal(r_eval.element, jnp.argmax(r_eval.logits, -1))
+  # With beta = 0.05 the samples differ from the argmax for most inputs.
+  assert float(jnp.mean(r.element != r_eval.element)) > 0.3
+  grads = jax.grad(lambda p: jnp.sum(m.apply({"params": p}, x, train=True,
+                                             rngs={"gumbel": jax.random.key(1)}
+                                             ).canonical ** 2))(v["params"])
+  leaves = jax.tree_util.tree_leaves(grads)
+  assert all(bool(jnp.all(jnp.isfinite(l))) for l in leaves)
+  assert any(float(jnp.abs(l).max()) > 0 for l in leaves)
+  with pytest.raises(ValueError, match="selection must be"):
+    _tiny(g, selection="argmax").init(KEY, x)
