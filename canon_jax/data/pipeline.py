@@ -188,22 +188,14 @@ def make_batch_dataset(
 def make_iterator(
     dataset: Sequence[Mapping[str, Any]],
     *,
-    batch_size: int,
-    shuffle: bool,
-    seed: int = 0,
-    num_epochs: int | None = 1,
-    drop_remainder: bool = True,
-    process_index: int = 0,
-    process_count: int = 1,
-    augment: Augment | None = None,
     worker_count: int = 0,
     read_options: grain.ReadOptions = DEFAULT_READ_OPTIONS,
+    **batching: Any,
 ) -> grain.DatasetIterator:
   """Iterator over this process's batches, with exact save and restore.
 
-  The arguments up to ``augment`` are those of :func:`make_batch_dataset`.
-
   Args:
+    dataset: the examples, as for :func:`make_batch_dataset`.
     worker_count: 0 (default): batches are made in this process, by
       ``read_options.num_threads`` threads. > 0: in that many worker processes
       (grain ``mp_prefetch``; ``dataset`` and ``augment`` must be picklable; when
@@ -211,6 +203,9 @@ def make_iterator(
       first).
     read_options: threads and prefetch buffer (in batches) of the reader;
       default 2 threads, 4 batches.
+    **batching: the keyword arguments of :func:`make_batch_dataset`
+      (``batch_size``, ``shuffle``, ``seed``, ``num_epochs``, ``drop_remainder``,
+      ``process_index``, ``process_count``, ``augment``).
 
   Returns:
     A ``grain.DatasetIterator``: ``next(it)`` gives ``{'image': float32 (L, H, W,
@@ -219,11 +214,7 @@ def make_iterator(
     it on an iterator made with the same arguments.
   """
   _check_int(worker_count, "worker_count", 0)
-  batches = make_batch_dataset(
-      dataset, batch_size=batch_size, shuffle=shuffle, seed=seed,
-      num_epochs=num_epochs, drop_remainder=drop_remainder,
-      process_index=process_index, process_count=process_count,
-      augment=augment)
+  batches = make_batch_dataset(dataset, **batching)
   ds = batches.to_iter_dataset(read_options)
   if worker_count > 0:
     ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=worker_count))
