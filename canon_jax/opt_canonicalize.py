@@ -308,6 +308,7 @@ class OptimizedGroupCanonicalizer(nn.Module):
     if out.ndim != 2 or out.shape[0] != net_in.shape[0]:
       raise ValueError(f"network must map (N, S, S, C) images to (N, D) vectors; got "
                        f"output shape {out.shape} for input shape {net_in.shape}.")
+    out = out.astype(jnp.float32)  # cosines and their argmax in float32 (bf16 nets tie)
     d = out.shape[-1]
     # Row h of v is f(h . x'); row g of features is f(g^-1 . x').
     v = out.reshape((-1, group.order, b, d)).transpose(0, 2, 1, 3)[:, :, group.inverses]
@@ -316,9 +317,7 @@ class OptimizedGroupCanonicalizer(nn.Module):
       ref = self.param("reference", nn.initializers.normal(1.0), (d,), jnp.float32)
     else:
       ref = jax.random.normal(jax.random.key(self.reference_seed), (d,), jnp.float32)
-    logits = self.logit_scale * jnp.einsum(
-        "bgd,d->bg", _unit(features), _unit(ref).astype(features.dtype))
-    logits = logits.astype(jnp.float32)
+    logits = self.logit_scale * jnp.einsum("bgd,d->bg", _unit(features), _unit(ref))
 
     if train:
       if self.selection == "gumbel":
