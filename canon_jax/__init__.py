@@ -27,6 +27,19 @@ from canon_jax.transforms import (all_transforms, rotate_boxes, rotate_images,
                                   transform_images, transform_images_weighted,
                                   transform_label_maps)
 
+# Method family: optimization-based canonicalizers, Gumbel selection, data-driven
+# priors, frame averaging.
+from canon_jax import frame_averaging, opt_canonicalize, selection
+from canon_jax.frame_averaging import (frame_average, frame_averaging_curve,
+                                       top_k_weights)
+from canon_jax.losses import dataset_prior, model_confidence_prior, model_confidence_scores
+from canon_jax.opt_canonicalize import (OptimizedCanonicalizationResult,
+                                        OptimizedGroupCanonicalizer,
+                                        OptimizedRotationCanonicalizer, artefact_loss,
+                                        optimization_loss, orthogonality_loss,
+                                        rotation_regression_loss)
+from canon_jax.selection import gumbel_straight_through_weights
+
 __version__ = "0.1.0"
 
 __all__ = [

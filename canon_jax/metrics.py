@@ -10,7 +10,7 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
-from canon_jax import _checks, transforms
+from canon_jax import _checks, frame_averaging, transforms
 from canon_jax.groups import from_name
 
 
@@ -114,7 +114,10 @@ def orientation_alignment(elements: jax.Array, prior: jax.Array | None, order: i
 
 def evaluate_under_group(predict_fn: Callable[[jax.Array], jax.Array],
                          images: jax.Array, labels: jax.Array, group,
-                         mask: jax.Array | None = None) -> dict[str, jax.Array]:
+                         mask: jax.Array | None = None, *,
+                         canonicalizer_fn: Callable[[jax.Array], jax.Array] | None = None,
+                         predictor_fn: Callable[[jax.Array], jax.Array] | None = None,
+                         beta: float = 1.0) -> dict[str, jax.Array]:
   """Runs a classifier on every transformed copy of a batch and scores it.
 
   Args:
@@ -123,14 +126,37 @@ def evaluate_under_group(predict_fn: Callable[[jax.Array], jax.Array],
     labels: (B,) int labels.
     group: group or name.
     mask: optional (B,) weights.
+    canonicalizer_fn, predictor_fn: give both to also score frame averaging over
+      the canonicalizer's top-k poses (:mod:`canon_jax.frame_averaging`):
+      ``canonicalizer_fn`` maps images to the canonicalizer's (B, |G|) logits
+      (e.g. ``lambda x: canon.apply(v, x).logits``), ``predictor_fn`` maps canonical
+      images to the predictor's (B, K) logits. Costs |G| canonicalizer and |G|^2
+      predictor calls.
+    beta: the canonicalizer's softmax temperature for the frame-averaging weights.
 
   Returns:
     ``accuracy`` (on the images as they are), ``g_averaged_accuracy``,
-    ``per_element_accuracy`` (|G|,), ``invariance_rate``.
+    ``per_element_accuracy`` (|G|,), ``invariance_rate``; with frame averaging also
+    ``top_k_accuracy`` and ``top_k_g_averaged_accuracy``, (|G|,) each: entry k - 1
+    is the accuracy of the prediction averaged over the top-k poses, on the images
+    as they are and averaged over the |G| transformed copies (the accuracy-vs-k
+    curve; entry 0 is hard canonicalization).
   """
   group = from_name(group)
+  if (canonicalizer_fn is None) != (predictor_fn is None):
+    raise ValueError("canonicalizer_fn and predictor_fn must be given together (for "
+                     "the frame-averaging curve) or not at all.")
   copies = transforms.all_transforms(images, group)            # (|G|, B, H, W, C)
   logits = jax.lax.map(predict_fn, copies)                       # (|G|, B, K)
   per = per_element_accuracy(logits, labels, mask)
-  return {"accuracy": per[0], "g_averaged_accuracy": per.mean(),
-          "per_element_accuracy": per, "invariance_rate": invariance_rate(logits, mask)}
+  out = {"accuracy": per[0], "g_averaged_accuracy": per.mean(),
+         "per_element_accuracy": per, "invariance_rate": invariance_rate(logits, mask)}
+  if canonicalizer_fn is not None:
+    def curve_accuracy(x):
+      curve = frame_averaging.frame_averaging_curve(
+          predictor_fn, x, canonicalizer_fn(x), group, beta)   # (|G| k's, B, K)
+      return per_element_accuracy(curve, labels, mask)         # (|G| k's,)
+    acc = jax.lax.map(curve_accuracy, copies)                  # (|G| copies, |G| k's)
+    out["top_k_accuracy"] = acc[0]
+    out["top_k_g_averaged_accuracy"] = acc.mean(axis=0)
+  return out

@@ -56,3 +56,93 @@ def test_bad_priors():
     cj.prior_loss(jnp.zeros(4))
   with pytest.raises(ValueError, match=r"rotations must be square matrices"):
     cj.rotation_prior_loss(jnp.zeros((2, 3, 2)))
+
+
+# -- data-driven priors ---------------------------------------------------------------
+
+TEMPLATE = jnp.zeros((16, 16)).at[0:2, 0:6].set(1.0)  # a bar: top rows, left part
+
+
+def _upright_only_predictor(images):
+  """3 classes; confident (class 0) only when the bar sits upright, else uniform-ish
+  over classes 1 and 2. Every D4 pose of the bar is distinct."""
+  overlap = jnp.sum(images[..., 0] * TEMPLATE, axis=(1, 2)) / jnp.sum(TEMPLATE)
+  c = 10.0 * overlap - 5.0
+  return jnp.stack([c, jnp.zeros_like(c), jnp.zeros_like(c)], -1)
+
+
+def _bar_images(batch):
+  noise = 0.05 * jax.random.normal(jax.random.PRNGKey(4), (batch, 16, 16, 2))
+  return noise + TEMPLATE[None, :, :, None]
+
+
+@pytest.mark.parametrize("name", ["C4", "D4"])
+@pytest.mark.parametrize("metric", ["max_prob", "neg_entropy"])
+def test_model_confidence_prior_peaks_at_the_pose_the_predictor_likes(name, metric):
+  g = cj.from_name(name)
+  upright = _bar_images(3)
+  for a in range(g.order):
+    x = cj.transform_images(upright, g, jnp.full((3,), a, jnp.int32))
+    scores = cj.losses.model_confidence_scores(_upright_only_predictor, x, g,
+                                               metric=metric)
+    assert scores.shape == (3, g.order)
+    prior = cj.losses.model_confidence_prior(scores, tau=0.1)
+    np.testing.assert_allclose(prior.sum(-1), 1.0, rtol=1e-6)
+    assert bool(jnp.all(prior >= 0))
+    np.testing.assert_array_equal(jnp.argmax(prior, -1), a)
+    # canonicalizing with the prior's mode gives the upright image back
+    np.testing.assert_array_equal(
+        cj.transform_images(x, g, g.inverse(jnp.argmax(prior, -1))), upright)
+  # a usable per-sample prior for prior_loss
+  loss = cj.prior_loss(jnp.zeros((3, g.order)), prior)
+  assert np.isfinite(float(loss)) and float(loss) > 0
+
+
+def test_model_confidence_prior_by_hand_and_temperature():
+  scores = jnp.array([[0.9, 0.5, 0.5, 0.1]])
+  p = cj.losses.model_confidence_prior(scores, tau=0.2)
+  e = np.exp(np.array([0.9, 0.5, 0.5, 0.1]) / 0.2)
+  np.testing.assert_allclose(p, (e / e.sum())[None], rtol=1e-6)
+  flat = cj.losses.model_confidence_prior(scores, tau=1e3)
+  np.testing.assert_allclose(flat, 0.25, atol=1e-3)
+  # a constant target: no gradient flows back to the scores
+  g = jax.grad(lambda s: cj.prior_loss(jnp.ones((1, 4)),
+                                       cj.losses.model_confidence_prior(s)))(scores)
+  np.testing.assert_array_equal(g, 0.0)
+
+
+def test_dataset_prior():
+  dp = cj.losses.dataset_prior
+  np.testing.assert_allclose(dp(jnp.array([0, 0, 1, 3]), 4), [0.5, 0.25, 0.0, 0.25])
+  np.testing.assert_allclose(dp(jnp.array([0, 0, 1, 3]), 4, smoothing=1.0),
+                             np.array([3, 2, 1, 2]) / 8)
+  np.testing.assert_allclose(
+      dp(jnp.array([0, 0, 1, 3]), 4, mask=jnp.array([1.0, 0.0, 1.0, 0.0])),
+      [0.5, 0.5, 0.0, 0.0])
+  np.testing.assert_allclose(dp(jnp.array([2.0, 0.0, 1.0, 1.0]), 4, smoothing=0.5),
+                             np.array([2.5, 0.5, 1.5, 1.5]) / 6)
+  # a shared (|G|,) prior in prior_loss equals the broadcast per-sample one
+  prior = dp(jnp.array([0, 0, 1, 3, 2]), 4, smoothing=0.1)
+  np.testing.assert_allclose(prior.sum(), 1.0, rtol=1e-6)
+  logits = jax.random.normal(jax.random.PRNGKey(0), (5, 4))
+  np.testing.assert_allclose(cj.prior_loss(logits, prior),
+                             cj.prior_loss(logits, jnp.tile(prior, (5, 1))), rtol=1e-6)
+  np.testing.assert_allclose(jax.jit(dp, static_argnums=1)(jnp.array([1, 1]), 4),
+                             [0, 1, 0, 0])
+
+
+def test_bad_data_priors():
+  dp = cj.losses.dataset_prior
+  with pytest.raises(ValueError, match=r"observations must lie in \[0, 4\)"):
+    dp(jnp.array([0, 4]), 4)
+  with pytest.raises(ValueError, match=r"a float histogram must have shape \(4,\)"):
+    dp(jnp.ones(3), 4)
+  with pytest.raises(ValueError, match="smoothing must be >= 0"):
+    dp(jnp.array([0]), 4, smoothing=-1.0)
+  with pytest.raises(ValueError, match="needs at least one observation"):
+    dp(jnp.zeros(4), 4)
+  with pytest.raises(ValueError, match="tau must be > 0"):
+    cj.losses.model_confidence_prior(jnp.zeros((2, 4)), tau=0.0)
+  with pytest.raises(ValueError, match="metric must be 'max_prob' or 'neg_entropy'"):
+    cj.losses.model_confidence_scores(_upright_only_predictor, _bar_images(1), "C4",
+                                      metric="entropy")

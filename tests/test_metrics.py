@@ -54,3 +54,28 @@ def test_metric_errors():
     cj.identity_rate(jnp.zeros(3, jnp.int32), jnp.ones(2))
   with pytest.raises(ValueError, match=r"prior must have shape \(4,\)"):
     cj.orientation_alignment(jnp.zeros(3, jnp.int32), jnp.ones(3) / 3, 4)
+
+
+def test_evaluate_under_group_reports_the_frame_averaging_curve():
+  g = cj.dihedral(4)
+  x = jax.random.normal(jax.random.PRNGKey(0), (8, 12, 12, 2))
+  canon = cj.ImageCanonicalizer(group=g, features=4, num_layers=2, resize=None,
+                                input_crop_ratio=1.0)
+  v = canon.init(jax.random.PRNGKey(0), x)
+  w = jax.random.normal(jax.random.PRNGKey(1), (12 * 12 * 2, 3))
+  predictor = lambda im: im.reshape(im.shape[0], -1) @ w
+  hard = lambda im: predictor(canon.apply(v, im).canonical)
+  labels = jnp.argmax(predictor(x), -1).astype(jnp.int32)
+  r = cj.evaluate_under_group(hard, x, labels, g,
+                              canonicalizer_fn=lambda im: canon.apply(v, im).logits,
+                              predictor_fn=predictor)
+  assert r["top_k_accuracy"].shape == (8,) and r["top_k_g_averaged_accuracy"].shape == (8,)
+  # k = 1 is the hard canonicalized model; with an equivariant canonicalizer every
+  # k is invariant, so G-averaged accuracy equals accuracy as is, for every k.
+  np.testing.assert_allclose(r["top_k_accuracy"][0], r["accuracy"])
+  np.testing.assert_allclose(r["top_k_g_averaged_accuracy"][0], r["g_averaged_accuracy"])
+  np.testing.assert_allclose(r["top_k_g_averaged_accuracy"], r["top_k_accuracy"])
+  plain = cj.evaluate_under_group(hard, x, labels, g)
+  assert "top_k_accuracy" not in plain
+  with pytest.raises(ValueError, match="must be given together"):
+    cj.evaluate_under_group(hard, x, labels, g, predictor_fn=predictor)
