@@ -11,8 +11,8 @@ rotation k; element 0 is the identity.
 from canon_jax import (coco_eval, convert, data, groups, losses, metrics, models, nn,
                        pointcloud, segmentation, transforms)
 from canon_jax.canonicalize import (CanonicalizationResult, ImageCanonicalizer,
-                                    continuous_angle, invert, soft_disk_mask,
-                                    straight_through_weights)
+                                    continuous_angle, invert, preprocess_images,
+                                    soft_disk_mask, straight_through_weights)
 from canon_jax.convert import load_pretrained
 from canon_jax.groups import DiscreteGroup, cyclic, dihedral, from_name
 from canon_jax.losses import prior_loss, rotation_prior_loss
@@ -51,7 +51,7 @@ __all__ = [
     "continuous_angle", "cyclic", "dihedral", "evaluate_under_group", "from_name",
     "group_averaged_accuracy", "groups", "identity_rate", "invariance_rate", "invert",
     "losses", "metrics", "nn", "orientation_alignment", "orientation_histogram",
-    "per_element_accuracy", "prior_loss", "rotate_boxes", "rotate_images",
+    "per_element_accuracy", "preprocess_images", "prior_loss", "rotate_boxes", "rotate_images",
     "rotation_prior_loss", "soft_disk_mask", "straight_through_weights",
     "transform_boxes", "transform_feature_maps", "transform_images",
     "transform_images_weighted", "transform_label_maps", "transforms",

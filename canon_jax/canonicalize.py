@@ -60,7 +60,9 @@ def straight_through_weights(logits: jax.Array, beta: float = 1.0) -> jax.Array:
   """
   soft = jax.nn.softmax(beta * logits, axis=-1)
   hard = jax.nn.one_hot(jnp.argmax(logits, axis=-1), logits.shape[-1], dtype=soft.dtype)
-  return hard + soft - jax.lax.stop_gradient(soft)
+  # (soft - stop_gradient(soft)) is exactly 0 forward, so the sum is exactly one-hot
+  # (hard + soft - stop_gradient(soft) rounds 1 + s - s to 1 - 2^-24 for some s).
+  return hard + (soft - jax.lax.stop_gradient(soft))
 
 
 def continuous_angle(logits: jax.Array) -> jax.Array:
@@ -99,6 +101,35 @@ def _centre_crop(images, ratio: float):
   mh = int(round(h * (1 - ratio) / 2))
   mw = int(round(w * (1 - ratio) / 2))
   return images[:, mh:h - mh, mw:w - mw]
+
+
+def preprocess_images(images: jax.Array, group: DiscreteGroup | str,
+                      crop_ratio: float = 0.8, resize: int | None = 96,
+                      mask: str = "auto", blur: float = 0.0) -> jax.Array:
+  """What a canonicalization network sees: (B, H, W, C) -> (B, S, S, C).
+
+  Centre crop keeping ``crop_ratio`` of each side, bilinear antialiased resize to
+  ``resize`` x ``resize`` (None: keep), isotropic Gaussian blur of ``blur`` pixels,
+  then a disk mask: "soft" (cosine taper, :func:`soft_disk_mask`), "hard", "none",
+  or "auto" (soft for groups with non-90-degree rotations, none otherwise). Every
+  step commutes exactly with the grid's 90-degree rotations and flips.
+  """
+  group = from_name(group)
+  x = _centre_crop(images, crop_ratio)
+  if resize is not None and x.shape[1:3] != (resize, resize):
+    x = jax.image.resize(x, (x.shape[0], resize, resize, x.shape[-1]),
+                         method="linear", antialias=True)
+  x = gaussian_blur(x, blur)
+  if mask == "auto":
+    mask = "none" if group.exact_on_grid else "soft"
+  if mask != "none":
+    if x.shape[1] != x.shape[2]:
+      raise ValueError(f"a disk input_mask needs square network inputs; got "
+                       f"{x.shape[1]}x{x.shape[2]}. Set resize.")
+    m = soft_disk_mask(x.shape[1]) if mask == "soft" else (
+        soft_disk_mask(x.shape[1], 1.0, 1.0) > 0.5).astype(np.float32)
+    x = x * jnp.asarray(m)[None, :, :, None]
+  return x
 
 
 class ImageCanonicalizer(nn.Module):
@@ -217,24 +248,9 @@ class ImageCanonicalizer(nn.Module):
                        f"got {self.resize}.")
 
   def preprocess(self, images: jax.Array) -> jax.Array:
-    """What the network sees: crop, resize and mask. (B, H, W, C) -> (B, S, S, C)."""
-    group = from_name(self.group)
-    x = _centre_crop(images, self.input_crop_ratio)
-    if self.resize is not None and x.shape[1:3] != (self.resize, self.resize):
-      x = jax.image.resize(x, (x.shape[0], self.resize, self.resize, x.shape[-1]),
-                           method="linear", antialias=True)
-    x = gaussian_blur(x, self.input_blur)
-    mask = self.input_mask
-    if mask == "auto":
-      mask = "none" if group.exact_on_grid else "soft"
-    if mask != "none":
-      if x.shape[1] != x.shape[2]:
-        raise ValueError(f"a disk input_mask needs square network inputs; got "
-                         f"{x.shape[1]}x{x.shape[2]}. Set resize.")
-      m = soft_disk_mask(x.shape[1]) if mask == "soft" else (
-          soft_disk_mask(x.shape[1], 1.0, 1.0) > 0.5).astype(np.float32)
-      x = x * jnp.asarray(m)[None, :, :, None]
-    return x
+    """What the network sees (:func:`preprocess_images` with these fields)."""
+    return preprocess_images(images, from_name(self.group), self.input_crop_ratio,
+                             self.resize, self.input_mask, self.input_blur)
 
   @nn.compact
   def __call__(self, images: jax.Array, train: bool = False) -> CanonicalizationResult:

@@ -42,7 +42,7 @@ import jax
 import jax.numpy as jnp
 
 from canon_jax import _checks, transforms
-from canon_jax.canonicalize import (CanonicalizationResult, ImageCanonicalizer,
+from canon_jax.canonicalize import (CanonicalizationResult, preprocess_images,
                                     straight_through_weights)
 from canon_jax.groups import DiscreteGroup, from_name
 from canon_jax.selection import gumbel_straight_through_weights
@@ -210,12 +210,6 @@ def _call_network(network: nn.Module, x: jax.Array, train: bool) -> jax.Array:
   return network(x)
 
 
-def _preprocess(images, group, crop_ratio, resize, mask) -> jax.Array:
-  """The same crop / resize / disk mask as :class:`canon_jax.ImageCanonicalizer`."""
-  return ImageCanonicalizer(group=group, input_crop_ratio=crop_ratio, resize=resize,
-                            input_mask=mask, parent=None).preprocess(images)
-
-
 def _check_common(images, group, crop_ratio, check_finite):
   _checks.check_nhwc(images)
   transforms._check_spatial(images, group, "images")
@@ -298,7 +292,8 @@ class OptimizedGroupCanonicalizer(nn.Module):
     self._validate(group)
     _check_common(images, group, self.input_crop_ratio, self.check_finite)
     b = images.shape[0]
-    x = _preprocess(images, group, self.input_crop_ratio, self.resize, self.input_mask)
+    x = preprocess_images(images, group, self.input_crop_ratio, self.resize,
+                          self.input_mask)
     copies = transforms.all_transforms(x, group)                  # (|G|, B, S, S, C)
     copies = copies.reshape((group.order * b,) + x.shape[1:])
     net_in = copies
@@ -392,7 +387,7 @@ class OptimizedRotationCanonicalizer(nn.Module):
     _check_common(images, group, self.input_crop_ratio, self.check_finite)
     b = images.shape[0]
     mask = "soft" if self.input_mask == "auto" else self.input_mask
-    x = _preprocess(images, group, self.input_crop_ratio, self.resize, mask)
+    x = preprocess_images(images, group, self.input_crop_ratio, self.resize, mask)
     net_in = x
     angles = None
     if train and self.regression:

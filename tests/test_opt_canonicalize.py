@@ -53,7 +53,7 @@ def test_canonical_image_is_exactly_invariant_with_a_non_equivariant_cnn(name, c
   # f itself is not equivariant: its features on a rotated input are not a
   # permutation of those on the input.
   f = lambda im: SmallCNN().apply({"params": v["params"]["network"]}, im)
-  xc = oc._preprocess(x, g, crop, None, "none")
+  xc = cj.preprocess_images(x, g, crop, None, "none")
   assert not np.allclose(np.sort(f(jnp.rot90(xc, 1, (1, 2))), 0), np.sort(f(xc), 0),
                          atol=1e-3)
   base = _check_invariance(m, v, x, g)
