@@ -16,6 +16,7 @@ from canon_jax.canonicalize import (CanonicalizationResult, ImageCanonicalizer,
 from canon_jax.convert import load_pretrained
 from canon_jax.groups import DiscreteGroup, cyclic, dihedral, from_name
 from canon_jax.losses import prior_loss, rotation_prior_loss
+from canon_jax.model import CanonicalizedModel, CanonicalizedOutput, canonicalization_prior
 from canon_jax.pointcloud import (PointCloudCanonicalization, PointCloudCanonicalizer,
                                   canonicalize_points, frame_from_vectors, knn_indices,
                                   to_input_frame)
@@ -43,7 +44,8 @@ from canon_jax.selection import gumbel_straight_through_weights
 __version__ = "0.1.0"
 
 __all__ = [
-    "CanonicalizationResult", "DiscreteGroup", "ImageCanonicalizer", "all_transforms",
+    "CanonicalizationResult", "CanonicalizedModel", "CanonicalizedOutput",
+    "canonicalization_prior", "DiscreteGroup", "ImageCanonicalizer", "all_transforms",
     "convert", "load_pretrained", "models", "data", "pointcloud", "segmentation",
     "coco_eval",
     "PointCloudCanonicalization", "PointCloudCanonicalizer", "canonicalize_points",

@@ -56,18 +56,19 @@ def test_z_training_rotations_keep_the_up_axis_and_the_prior_moves_along():
   task = tasks.PointCloudTask(train_rotation="z", test_rotation="so3", num_test_poses=3,
                               up_axis=2, seed=0)
   x = jax.random.normal(jax.random.key(0), (5, 16, 3))
-  rotated, q = task.train_inputs(jax.random.key(1), x, "vanilla", False)
+  rotated, q = task.train_inputs(jax.random.key(1), x, False)
   np.testing.assert_allclose(rotated[..., 2], x[..., 2], atol=1e-6)      # about z
   np.testing.assert_allclose(rotated, jnp.einsum("bnj,bij->bni", x, q), atol=1e-6)
   assert not np.allclose(rotated, x, atol=1e-3)
-  so3, _ = task.train_inputs(jax.random.key(1), x, "augmentation", False)
+  so3, _ = task.train_inputs(jax.random.key(1), x, True)
   assert not np.allclose(so3[..., 2], x[..., 2], atol=1e-3)              # SO(3) baseline
 
   # Prior of a frame R = Q R0 against the applied rotation Q is mean (R0 - I)^2.
   r0 = canon_jax.data.random_rotations(jax.random.key(2), 5, "so3")
   result = canon_jax.PointCloudCanonicalization(
       rotation=q @ r0, canonical=x, vectors=x[:, :2], centroid=x[:, 0])
-  prior, hits = task.prior(result, q, False)
+  prior = canon_jax.canonicalization_prior(result, task.prior_target(q, False))
+  hits = task.identity_hits(result, q)
   np.testing.assert_allclose(prior, np.mean((np.asarray(r0) - np.eye(3)) ** 2), rtol=1e-5)
   angles = np.degrees(np.arccos(np.clip((np.trace(r0, axis1=1, axis2=2) - 1) / 2, -1, 1)))
   np.testing.assert_array_equal(hits, (angles < 30).astype(np.float32))
@@ -85,16 +86,17 @@ def test_test_poses_start_with_the_identity_and_are_rotations():
   np.testing.assert_allclose(task.test_rotations(), q)                     # deterministic
 
 
-def test_point_eval_step_of_a_canonicalized_pipeline_is_invariant(points_dir):
+def test_point_eval_step_of_a_canonicalized_model_is_invariant(points_dir):
   config = tiny_config(points_dir)
-  pipeline = models.build_pipeline(config, "canonicalized", 10, None)
+  model = models.build_model(config, models.variant_spec(config, "canonicalized"), 10,
+                             None)
   task = tasks.PointCloudTask("z", "so3", NUM_POSES, 2, 0)
   ds = data.get_point_cloud_dataset("canon_shapes/tiny", "test", data_dir=points_dir)
   points = jnp.stack([ds[i]["points"] for i in range(6)])
-  variables = pipeline.init(jax.random.key(0), points)
+  variables = model.init(jax.random.key(0), points)
   batch = {"points": points, "label": jnp.zeros(6, jnp.int32), "mask": jnp.ones(6)}
-  out = jax.jit(task.make_eval_step(pipeline))(variables["params"],
-                                               variables["batch_stats"], batch)
+  out = jax.jit(task.make_eval_step(model))(variables["params"],
+                                            variables["batch_stats"], batch)
   assert out["predictions"].shape == (NUM_POSES, 6)
   # Same class in every pose, frames moving with the input (to float error).
   assert np.all(out["predictions"] == out["predictions"][0])
@@ -106,7 +108,8 @@ def test_point_eval_step_of_a_canonicalized_pipeline_is_invariant(points_dir):
 def test_point_train_step_reduces_the_loss(points_dir):
   config = tiny_config(points_dir)
   task = tasks.PointCloudTask("z", "so3", NUM_POSES, 2, 0)
-  pipeline = models.build_pipeline(config, "canonicalized", 10, None)
+  spec = models.variant_spec(config, "canonicalized")
+  model = models.build_model(config, spec, 10, None)
   stage = config.canonicalized
   stage.schedule = "constant"  # (the tiny config's 4 steps would end a cosine at once)
   tx, schedules = step.make_optimizer(stage)
@@ -114,8 +117,8 @@ def test_point_train_step_reduces_the_loss(points_dir):
   batch = {"points": jnp.stack([ds[i]["points"] for i in range(8)]),
            "label": jnp.asarray([ds[i]["label"] for i in range(8)]),
            "mask": jnp.ones(8)}
-  state = step.init_state(pipeline, tx, jax.random.key(0), batch["points"])
-  fn = jax.jit(step.make_train_step(pipeline, tx, schedules, "canonicalized", stage, task))
+  state = step.init_state(model, tx, jax.random.key(0), batch["points"])
+  fn = jax.jit(step.make_train_step(model, tx, schedules, spec, task))
   losses = []
   for _ in range(20):
     state, metrics = fn(state, batch, jax.random.key(1))

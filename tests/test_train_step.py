@@ -21,14 +21,12 @@ def _setup(variant="canonicalized", **stage_overrides):
   config = tiny_digits.get_config()
   stage = config[variant]
   stage.update(init="pretrained", **stage_overrides)
-  pipeline = models.build_pipeline(config, variant, 10, None)
+  spec = models.variant_spec(config, variant)
+  model = models.build_model(config, spec, 10, None)
   tx, schedules = step.make_optimizer(stage)
   images = jnp.zeros((B, 32, 32, 1), jnp.float32)
-  if pipeline.canonicalizer is not None:
-    with jax.ensure_compile_time_eval():  # see train/trainer.py
-      jax.eval_shape(pipeline.canonicalizer.init, jax.random.key(0), images)
-  state = jax.jit(functools.partial(step.init_state, pipeline, tx))(jax.random.key(0), images)
-  fn = step.make_train_step(pipeline, tx, schedules, variant, stage, tasks.ImageTask(GROUP))
+  state = jax.jit(functools.partial(step.init_state, model, tx))(jax.random.key(0), images)
+  fn = step.make_train_step(model, tx, schedules, spec, tasks.ImageTask(GROUP))
   return state, fn
 
 
@@ -85,11 +83,12 @@ def test_vanilla_and_augmentation_differ_only_by_the_rotation():
   assert float(m_v["prior_loss"]) == float(m_a["prior_loss"]) == 0.0
   assert float(m_v["task_loss"]) != pytest.approx(float(m_a["task_loss"]), rel=1e-6)
   # With the identity as the only element drawn, augmentation is vanilla.
+  config = tiny_digits.get_config()
+  spec = models.variant_spec(config, "augmentation")
   _, m_id = jax.jit(step.make_train_step(
-      models.build_pipeline(tiny_digits.get_config(), "augmentation", 10, None),
-      *step.make_optimizer(tiny_digits.get_config().augmentation), "augmentation",
-      tiny_digits.get_config().augmentation, tasks.ImageTask(canon_jax.from_name("C1"))))(
-          state, batch, jax.random.key(1))
+      models.build_model(config, spec, 10, None),
+      *step.make_optimizer(config.augmentation), spec,
+      tasks.ImageTask(canon_jax.from_name("C1"))))(state, batch, jax.random.key(1))
   assert float(m_id["task_loss"]) == pytest.approx(float(m_v["task_loss"]), rel=1e-6)
 
 
@@ -118,3 +117,13 @@ def test_frozen_predictor_has_no_optimizer_state():
   updates, _ = tx.update(params, state, params)
   np.testing.assert_array_equal(updates["predictor"]["w"], np.zeros(5))
   assert np.all(np.asarray(updates["canonicalizer"]["w"]) != 0)
+
+
+def test_variant_specs_are_explicit_fields():
+  config = tiny_digits.get_config()
+  config.canonicalized.update(prior_weight=3.0, augment=True, freeze_predictor=True)
+  assert models.variant_spec(config, "vanilla") == models.VariantSpec(
+      canonicalize=False, augment=False, prior_weight=0.0, freeze_predictor=False)
+  assert models.variant_spec(config, "augmentation").augment
+  assert models.variant_spec(config, "canonicalized") == models.VariantSpec(
+      canonicalize=True, augment=True, prior_weight=3.0, freeze_predictor=True)

@@ -3,7 +3,7 @@ fixed test rotations, :func:`make_point_eval_step`).
 
 For a test batch ``x`` (B images) the eval step builds the |G| copies ``g . x``
 (:func:`canon_jax.all_transforms`: exact for multiples of 90 degrees, bilinear with
-edge extension otherwise), runs the variant's pipeline in inference mode on all of
+edge extension otherwise), runs the variant's model in inference mode on all of
 them at once, and returns per-copy class predictions and canonicalizer elements,
 replicated on every process. The host concatenates them over the test set and
 scores them with :mod:`canon_jax.metrics`:
@@ -29,7 +29,6 @@ import jax.numpy as jnp
 import numpy as np
 
 import canon_jax
-from train.models import Pipeline
 
 EvalOutputs = dict[str, jax.Array]
 
@@ -43,7 +42,12 @@ def geodesic_angle_deg(rotation: jax.Array) -> jax.Array:
   return jnp.degrees(jnp.arccos(jnp.clip(cos, -1.0, 1.0)))
 
 
-def make_eval_step(pipeline: Pipeline, group: canon_jax.DiscreteGroup
+def _variables(params, batch_stats) -> dict:
+  return {"params": params, "batch_stats": batch_stats} if batch_stats else {
+      "params": params}
+
+
+def make_eval_step(model: canon_jax.CanonicalizedModel, group: canon_jax.DiscreteGroup
                    ) -> Callable[[dict, dict, dict], EvalOutputs]:
   """``eval_step(params, batch_stats, batch) -> outputs`` (pure; jit it).
 
@@ -59,8 +63,10 @@ def make_eval_step(pipeline: Pipeline, group: canon_jax.DiscreteGroup
     b = images.shape[0]
     copies = canon_jax.all_transforms(images, group)          # (|G|, B, H, W, C)
     flat = copies.reshape((group.order * b,) + images.shape[1:])
-    logits, result, _ = pipeline.apply(params, batch_stats, flat, train=False)
-    predictions = jnp.argmax(logits, axis=-1).astype(jnp.int32).reshape(group.order, b)
+    out = model.apply(_variables(params, batch_stats), flat)
+    result = out.canonicalization
+    predictions = jnp.argmax(out.predictions, axis=-1).astype(jnp.int32).reshape(
+        group.order, b)
     if result is None:
       elements = jnp.zeros((group.order, b), jnp.int32)
     else:
@@ -71,26 +77,24 @@ def make_eval_step(pipeline: Pipeline, group: canon_jax.DiscreteGroup
   return eval_step
 
 
-def make_visualize(pipeline: Pipeline, group: canon_jax.DiscreteGroup, num_images: int
+def make_visualize(model: canon_jax.CanonicalizedModel, group: canon_jax.DiscreteGroup,
+                   num_images: int
                    ) -> Callable[[dict, dict, jax.Array], dict[str, jax.Array]]:
   """``visualize(params, batch_stats, images) -> {'inputs', 'canonical', 'elements'}``.
 
   For the first ``num_images`` images N of ``images`` (B, H, W, C): ``inputs``
   (|G|, N, H, W, C) are the transformed copies ``g . x``, ``canonical`` the
-  canonicalizer's outputs on them (equal across g for an invariant pipeline), and
+  canonicalizer's outputs on them (equal across g for an invariant model), and
   ``elements`` (|G|, N) the predicted elements. Needs a canonicalizer.
   """
-  if pipeline.canonicalizer is None:
-    raise ValueError("visualize needs the canonicalized variant's pipeline.")
+  if model.canonicalizer is None:
+    raise ValueError("visualize needs the canonicalized variant's model.")
 
   def visualize(params, batch_stats, images):
     x = images[:num_images]
     copies = canon_jax.all_transforms(x, group)
     flat = copies.reshape((-1,) + x.shape[1:])
-    variables = {"params": params["canonicalizer"]}
-    if batch_stats["canonicalizer"]:
-      variables["batch_stats"] = batch_stats["canonicalizer"]
-    result = pipeline.canonicalizer.apply(variables, flat, train=False)
+    result = model.apply(_variables(params, batch_stats), flat).canonicalization
     return {"inputs": copies, "canonical": result.canonical.reshape(copies.shape),
             "elements": result.element.reshape(group.order, -1)}
 
@@ -156,12 +160,12 @@ def score(gathered: dict[str, np.ndarray], group: canon_jax.DiscreteGroup,
   }
 
 
-def make_point_eval_step(pipeline: Pipeline, rotations: np.ndarray
+def make_point_eval_step(model: canon_jax.CanonicalizedModel, rotations: np.ndarray
                          ) -> Callable[[dict, dict, dict], EvalOutputs]:
   """The point-cloud ``eval_step(params, batch_stats, batch) -> outputs`` (pure; jit it).
 
   Args:
-    pipeline: the variant's models (canonicalizer optional).
+    model: the variant's model (canonicalizer optional).
     rotations: (P, 3, 3) test poses Q_p, ``rotations[0]`` the identity.
 
   ``batch``: ``points`` (B, N, 3), ``label`` (B,), ``mask`` (B,). Outputs:
@@ -179,8 +183,10 @@ def make_point_eval_step(pipeline: Pipeline, rotations: np.ndarray
     b = points.shape[0]
     copies = jnp.einsum("bnj,pij->pbni", points, q.astype(points.dtype))
     flat = copies.reshape((num_poses * b,) + points.shape[1:])
-    logits, result, _ = pipeline.apply(params, batch_stats, flat, train=False)
-    out = {"predictions": jnp.argmax(logits, -1).astype(jnp.int32).reshape(num_poses, b),
+    model_out = model.apply(_variables(params, batch_stats), flat)
+    result = model_out.canonicalization
+    out = {"predictions": jnp.argmax(model_out.predictions, -1).astype(jnp.int32).reshape(
+               num_poses, b),
            "label": batch["label"], "mask": batch["mask"]}
     if result is not None:
       frames = result.rotation.reshape(num_poses, b, 3, 3)

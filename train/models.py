@@ -1,17 +1,18 @@
-"""The models of a training run: predictor, canonicalizer, and the pipeline joining them.
+"""The models of a training run: predictor, canonicalizer, and the model joining them.
 
 A *variant* (see :mod:`train.trainer`) is one of
 
-* ``"vanilla"``: the predictor alone, on the images as they are;
-* ``"augmentation"``: the predictor alone, trained on randomly transformed images
+* ``"vanilla"``: the predictor alone, on the inputs as they are;
+* ``"augmentation"``: the predictor alone, trained on randomly transformed inputs
   (the transformation happens in the update step, see :mod:`train.step`);
-* ``"canonicalized"``: :class:`canon_jax.ImageCanonicalizer` followed by the
-  predictor on ``result.canonical``.
+* ``"canonicalized"``: a canonicalizer followed by the predictor on the canonical
+  input.
 
-:class:`Pipeline` applies either form to ``(B, H, W, C)`` float images in [0, 1]
-(NHWC) and returns ``(B, num_classes)`` logits. Parameters and batch statistics are
-dicts ``{'canonicalizer': {...}, 'predictor': {...}}``; the canonicalizer's entry is
-``{}`` for variants without one.
+:func:`variant_spec` turns a variant's name and config block into explicit fields
+(:class:`VariantSpec`) once; :func:`build_model` builds its
+:class:`canon_jax.CanonicalizedModel`, whose variables are ``{'params':
+{'canonicalizer': ..., 'predictor': ...}, 'batch_stats': {...}}`` (no
+``'canonicalizer'`` entry without one).
 """
 from __future__ import annotations
 
@@ -95,112 +96,56 @@ def build_canonicalizer(config: ml_collections.ConfigDict) -> nn.Module:
 
 
 @dataclasses.dataclass(frozen=True)
-class Pipeline:
-  """Canonicalizer (optional) + predictor, with the predictor's input preprocessing.
+class VariantSpec:
+  """What a variant is, as explicit fields (the trainer never compares names).
 
   Attributes:
-    predictor: the classifier, ``(B, S, S, C) -> (B, K)``.
-    canonicalizer: ``None`` for the vanilla and augmentation variants.
-    input_size: side S the canonical images are resized to (bilinear, antialiased)
-      before the predictor; ``None`` keeps the data's size.
-    mean, std: per-channel normalisation ``(x - mean) / std`` applied to the
-      predictor's input (after the resize); ``None`` for none.
+    canonicalize: a canonicalizer runs in front of the predictor.
+    augment: training inputs are transformed by random group elements (images) or
+      rotations (point clouds: "so3" instead of ``config.data.train_rotation``);
+      with a canonicalizer, the prior's target moves with the applied element.
+    prior_weight: weight of the canonicalizer's prior in the loss.
+    freeze_predictor: the predictor is not trained (inference mode, zero updates).
   """
-  predictor: nn.Module
-  canonicalizer: canon_jax.ImageCanonicalizer | None = None
-  input_size: int | None = None
-  mean: tuple[float, ...] | None = None
-  std: tuple[float, ...] | None = None
-
-  def predictor_inputs(self, images: jax.Array) -> jax.Array:
-    """(B, H, W, C) in [0, 1] -> (B, S, S, C) resized and normalised."""
-    if self.input_size is not None and images.shape[1:3] != (self.input_size,) * 2:
-      images = jax.image.resize(
-          images, (images.shape[0], self.input_size, self.input_size, images.shape[-1]),
-          method="linear", antialias=True)
-    if self.mean is not None:
-      images = canon_models.normalize(images, self.mean, self.std)
-    return images
-
-  def init(self, rng: jax.Array, images: jax.Array) -> dict[str, dict[str, Any]]:
-    """Fresh variables ``{'params': {...}, 'batch_stats': {...}}`` (two-level dicts).
-
-    Args:
-      rng: PRNG key.
-      images: (B, H, W, C) example input (only its shape and dtype matter).
-    """
-    key_c, key_p = jax.random.split(rng)
-    params = {"canonicalizer": {}, "predictor": {}}
-    stats = {"canonicalizer": {}, "predictor": {}}
-    if self.canonicalizer is not None:
-      v = self.canonicalizer.init(key_c, images)
-      params["canonicalizer"] = v["params"]
-      stats["canonicalizer"] = v.get("batch_stats", {})
-    v = self.predictor.init(key_p, self.predictor_inputs(images))
-    params["predictor"] = v["params"]
-    stats["predictor"] = v.get("batch_stats", {})
-    return {"params": params, "batch_stats": stats}
-
-  def apply(self, params, batch_stats, images: jax.Array, *, train: bool,
-            train_predictor: bool = True, rng: jax.Array | None = None):
-    """Runs the pipeline.
-
-    Args:
-      params, batch_stats: ``{'canonicalizer': ..., 'predictor': ...}``.
-      images: (B, H, W, C) float images in [0, 1].
-      train: training mode: straight-through canonicalization, batch statistics.
-      train_predictor: with ``train``, whether the predictor runs in training mode
-        (batch statistics, dropout); False for a frozen predictor.
-      rng: PRNG key for dropout (training only).
-
-    Returns:
-      ``(logits (B, K), result, new_batch_stats)``; ``result`` is the
-      :class:`canon_jax.CanonicalizationResult` or ``None`` without canonicalizer.
-      ``new_batch_stats`` equals ``batch_stats`` outside training.
-    """
-    new_stats = dict(batch_stats)
-    result = None
-    if self.canonicalizer is not None:
-      variables = {"params": params["canonicalizer"]}
-      if batch_stats["canonicalizer"]:
-        variables["batch_stats"] = batch_stats["canonicalizer"]
-      if train and batch_stats["canonicalizer"]:
-        result, updates = self.canonicalizer.apply(
-            variables, images, train=True, mutable=["batch_stats"])
-        new_stats["canonicalizer"] = updates["batch_stats"]
-      else:
-        result = self.canonicalizer.apply(variables, images, train=train)
-      images = result.canonical
-    x = self.predictor_inputs(images)
-    variables = {"params": params["predictor"]}
-    if batch_stats["predictor"]:
-      variables["batch_stats"] = batch_stats["predictor"]
-    rngs = {"dropout": rng} if rng is not None else {}
-    if train and train_predictor:
-      logits, updates = self.predictor.apply(
-          variables, x, train=True, mutable=["batch_stats"], rngs=rngs)
-      if batch_stats["predictor"]:
-        new_stats["predictor"] = updates["batch_stats"]
-    else:
-      logits = self.predictor.apply(variables, x, train=False)
-    return logits, result, new_stats
+  canonicalize: bool
+  augment: bool
+  prior_weight: float
+  freeze_predictor: bool
 
 
-def build_pipeline(config: ml_collections.ConfigDict, variant: str, num_classes: int,
-                   mean_std: tuple[Sequence[float], Sequence[float]] | None) -> Pipeline:
-  """The :class:`Pipeline` of ``variant`` (one of :data:`VARIANTS`).
+def variant_spec(config: ml_collections.ConfigDict, variant: str) -> VariantSpec:
+  """The :class:`VariantSpec` of ``variant`` (one of :data:`VARIANTS`) and its stage.
+
+  vanilla: the predictor alone on the data as it is; augmentation: the predictor
+  alone on randomly transformed inputs; canonicalized: canonicalizer + predictor,
+  the stage's ``prior_weight`` and ``augment``.
+  """
+  stage = config[variant]
+  canonicalize = variant == "canonicalized"
+  return VariantSpec(
+      canonicalize=canonicalize,
+      augment=variant == "augmentation" or (canonicalize and bool(stage.augment)),
+      prior_weight=float(stage.prior_weight) if canonicalize else 0.0,
+      freeze_predictor=bool(stage.freeze_predictor) or stage.predictor_lr == 0)
+
+
+def build_model(config: ml_collections.ConfigDict, spec: VariantSpec, num_classes: int,
+                mean_std: tuple[Sequence[float], Sequence[float]] | None
+                ) -> canon_jax.CanonicalizedModel:
+  """The :class:`canon_jax.CanonicalizedModel` of a variant.
 
   Args:
     config: the run's config.
-    variant: "vanilla", "augmentation" or "canonicalized".
+    spec: the variant (:func:`variant_spec`).
     num_classes: logits of the predictor.
     mean_std: the predictor's input normalisation, from :func:`normalization`.
   """
   mean, std = (None, None) if mean_std is None else (tuple(mean_std[0]), tuple(mean_std[1]))
-  return Pipeline(
+  return canon_jax.CanonicalizedModel(
       predictor=build_predictor(config.model, num_classes),
-      canonicalizer=build_canonicalizer(config) if variant == "canonicalized" else None,
-      input_size=config.model.input_size, mean=mean, std=std)
+      canonicalizer=build_canonicalizer(config) if spec.canonicalize else None,
+      input_size=config.model.get("input_size"), mean=mean, std=std,
+      freeze_predictor=spec.freeze_predictor)
 
 
 # ---------------------------------------------------------------------------------

@@ -4,16 +4,16 @@
 :func:`make_train_step` for one variant; the trainer jits it once with explicit
 shardings and donates ``state``.
 
-Loss (per batch of B images or point clouds; the point-cloud prior is
-``canon_jax.rotation_prior_loss``, see :mod:`train.tasks`)::
+Loss (per batch of B images or point clouds; :class:`canon_jax.CanonicalizedModel`
+computes the prior, :func:`canon_jax.canonicalization_prior`)::
 
-  task  = mean_b mask_b * CE(predictor(prep(canonical_b)), label_b) / mean_b mask_b
-  prior = canon_jax.prior_loss(result.logits)       (canonicalized variant only)
-  loss  = task + prior_weight * prior
+  out   = model.apply(variables, inputs, train=True, prior_target=...)
+  task  = mean_b mask_b * CE(out.predictions_b, label_b) / mean_b mask_b
+  loss  = task + spec.prior_weight * out.prior + out.auxiliary
 
-where ``canonical`` is the canonicalizer's straight-through output (the input itself
-for the vanilla variant, and ``g_b . image_b`` with a uniformly random group element
-``g_b`` per image for the augmentation variant).
+where the inputs are the batch as it is, or ``g_b . x_b`` with a random element (or
+rotation) ``g_b`` per example when ``spec.augment`` (the prior's target then moves
+with ``g_b``).
 """
 from __future__ import annotations
 
@@ -25,8 +25,9 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
+import canon_jax
 from train import tasks
-from train.models import Pipeline
+from train.models import VariantSpec
 
 Batch = dict[str, jax.Array]
 Metrics = dict[str, jax.Array]
@@ -38,9 +39,10 @@ class TrainState:
 
   Attributes:
     step: int32 scalar, number of updates done.
-    params: ``{'canonicalizer': {...}, 'predictor': {...}}`` (``{}`` for a missing
-      canonicalizer).
-    batch_stats: same keys; BatchNorm running statistics (``{}`` where none).
+    params: ``{'canonicalizer': {...}, 'predictor': {...}}`` (no ``'canonicalizer'``
+      without one).
+    batch_stats: BatchNorm running statistics of the parts that have them (``{}``
+      where none).
     opt_state: optax state of :func:`make_optimizer`'s transformation.
   """
   step: jax.Array
@@ -114,12 +116,12 @@ def make_optimizer(stage: ml_collections.ConfigDict
   return optax.multi_transform(transforms, labels), schedules
 
 
-def init_state(pipeline: Pipeline, tx: optax.GradientTransformation, rng: jax.Array,
-               images: jax.Array) -> TrainState:
-  """A fresh :class:`TrainState` (step 0) for ``images`` shaped like a batch."""
-  variables = pipeline.init(rng, images)
+def init_state(model: canon_jax.CanonicalizedModel, tx: optax.GradientTransformation,
+               rng: jax.Array, inputs: jax.Array) -> TrainState:
+  """A fresh :class:`TrainState` (step 0) for ``inputs`` shaped like a batch."""
+  variables = model.init(rng, inputs)
   return TrainState(step=jnp.zeros((), jnp.int32), params=variables["params"],
-                    batch_stats=variables["batch_stats"],
+                    batch_stats=variables.get("batch_stats", {}),
                     opt_state=tx.init(variables["params"]))
 
 
@@ -127,20 +129,17 @@ def _masked_mean(x: jax.Array, mask: jax.Array) -> jax.Array:
   return jnp.sum(x * mask) / jnp.maximum(jnp.sum(mask), 1.0)
 
 
-def make_train_step(pipeline: Pipeline, tx: optax.GradientTransformation,
-                    schedules: dict[str, optax.Schedule], variant: str,
-                    stage: ml_collections.ConfigDict,
+def make_train_step(model: canon_jax.CanonicalizedModel, tx: optax.GradientTransformation,
+                    schedules: dict[str, optax.Schedule], spec: VariantSpec,
                     task: tasks.Task
                     ) -> Callable[[TrainState, Batch, jax.Array], tuple[TrainState, Metrics]]:
   """The update step of one variant.
 
   Args:
-    pipeline: the variant's models.
+    model: the variant's model (:func:`train.models.build_model`).
     tx, schedules: from :func:`make_optimizer`.
-    variant: "vanilla", "augmentation" or "canonicalized".
-    stage: the variant's config (``prior_weight``, ``freeze_predictor``,
-      ``augment``).
-    task: a :mod:`train.tasks` task (augmentation, prior, input key), e.g.
+    spec: the variant (:func:`train.models.variant_spec`).
+    task: a :mod:`train.tasks` task (augmentation, prior target, input key), e.g.
       ``tasks.ImageTask(group)``.
 
   Returns:
@@ -152,55 +151,43 @@ def make_train_step(pipeline: Pipeline, tx: optax.GradientTransformation,
     ``prior_loss``, ``accuracy`` (on the training batch, after
     augmentation/canonicalization), ``identity_rate`` (fraction of the batch the
     canonicalizer maps to its prior's target: images, the element 0 or the applied
-    element when ``stage.augment``; point clouds, within 30 degrees of the applied
+    element when ``spec.augment``; point clouds, within 30 degrees of the applied
     rotation; 1 without canonicalizer), ``grad_norm`` and the learning rates of this
     update, ``lr_canonicalizer`` and ``lr_predictor``.
-
-  Images, with ``stage.augment`` (canonicalized variant): each image is first
-  transformed by a uniformly random element g_b and the identity prior moves with
-  it: the prior of image b is the one-hot of g_b (an equivariant canonicalizer that
-  maps x to the identity maps g . x to g). The predictor then also trains on what it
-  meets at test time, canonical images of rotated inputs (for C8: twice-interpolated
-  ones). Point clouds: every variant's clouds are rotated (see
-  :class:`train.tasks.PointCloudTask`) and the prior always moves with the rotation.
   """
-  prior_weight = float(stage.prior_weight) if variant == "canonicalized" else 0.0
-  train_predictor = not (bool(stage.freeze_predictor) or stage.predictor_lr == 0)
-  augment = variant == "augmentation" or bool(stage.augment)
 
   def train_step(state: TrainState, batch: Batch, rng: jax.Array
                  ) -> tuple[TrainState, Metrics]:
-    rng = jax.random.fold_in(rng, state.step)
-    aug_rng, dropout_rng = jax.random.split(rng)
+    aug_rng, dropout_rng = jax.random.split(jax.random.fold_in(rng, state.step))
+    gumbel_rng = jax.random.fold_in(dropout_rng, 1)
     labels, mask = batch["label"], batch["mask"]
-    inputs, target = task.train_inputs(aug_rng, batch[task.input_key], variant, augment)
+    inputs, target = task.train_inputs(aug_rng, batch[task.input_key], spec.augment)
+    prior_target = task.prior_target(target, spec.augment)
 
     def loss_fn(params):
-      logits, result, new_stats = pipeline.apply(
-          params, state.batch_stats, inputs, train=True,
-          train_predictor=train_predictor, rng=dropout_rng)
-      task_loss = _masked_mean(
-          optax.softmax_cross_entropy_with_integer_labels(logits, labels), mask)
-      if result is not None:
-        prior, hits = task.prior(result, target, augment)
-        identity = _masked_mean(hits, mask)
-      else:
-        prior = jnp.zeros((), jnp.float32)
-        identity = jnp.ones((), jnp.float32)
-      loss = task_loss + prior_weight * prior
-      accuracy = _masked_mean((jnp.argmax(logits, -1) == labels).astype(jnp.float32), mask)
-      aux = {"task_loss": task_loss, "prior_loss": prior, "accuracy": accuracy,
-             "identity_rate": identity}
-      return loss, (new_stats, aux)
+      out, updates = model.apply(
+          {"params": params, "batch_stats": state.batch_stats}, inputs, train=True,
+          prior_target=prior_target, mutable=["batch_stats"],
+          rngs={"dropout": dropout_rng, "gumbel": gumbel_rng})
+      task_loss = _masked_mean(optax.softmax_cross_entropy_with_integer_labels(
+          out.predictions, labels), mask)
+      loss = task_loss + spec.prior_weight * out.prior + out.auxiliary
+      return loss, (out, updates.get("batch_stats", {}), task_loss)
 
-    (loss, (new_stats, aux)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-        state.params)
+    (loss, (out, batch_stats, task_loss)), grads = jax.value_and_grad(
+        loss_fn, has_aux=True)(state.params)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
-    params = optax.apply_updates(state.params, updates)
-    new_state = state.replace(step=state.step + 1, params=params, batch_stats=new_stats,
-                              opt_state=opt_state)
-    metrics = {"loss": loss, "grad_norm": optax.global_norm(grads), **aux,
-               **{f"lr_{k}": schedule(state.step) for k, schedule in schedules.items()}}
-    return new_state, {k: jnp.asarray(v, jnp.float32) for k, v in metrics.items()}
+    state = state.replace(step=state.step + 1,
+                          params=optax.apply_updates(state.params, updates),
+                          batch_stats=batch_stats, opt_state=opt_state)
+    identity = (jnp.ones((), jnp.float32) if out.canonicalization is None else
+                _masked_mean(task.identity_hits(out.canonicalization, target), mask))
+    metrics = {
+        "loss": loss, "task_loss": task_loss, "prior_loss": out.prior,
+        "accuracy": _masked_mean(
+            (jnp.argmax(out.predictions, -1) == labels).astype(jnp.float32), mask),
+        "identity_rate": identity, "grad_norm": optax.global_norm(grads),
+        **{f"lr_{k}": schedule(state.step - 1) for k, schedule in schedules.items()}}
+    return state, {k: jnp.asarray(v, jnp.float32) for k, v in metrics.items()}
 
   return train_step

@@ -14,7 +14,7 @@ sharded jitted update steps, checkpoints, resume, evaluation on a fixed set of t
   point-cloud classifier. Training clouds are rotated by
   ``config.data.train_rotation`` ("none", "z" about the dataset's vertical axis,
   or "so3"); the ``augmentation`` variant always trains on "so3" rotations (the
-  SO(3)/SO(3) baseline). Poses: ``config.data.num_test_poses`` fixed rotations,
+  SO(3)/SO(3) baseline: ``augment``). Poses: ``config.data.num_test_poses`` fixed rotations,
   pose 0 the identity and the others drawn once from ``config.data.test_rotation``
   with the run's seed. Prior: ``canon_jax.rotation_prior_loss`` of
   ``Q^T R(x Q^T)``, i.e. mean (R - Q)^2 with Q the applied rotation: an
@@ -38,7 +38,7 @@ import numpy as np
 
 import canon_jax
 from canon_jax import data as canon_data
-from train import evaluate, models
+from train import evaluate
 
 TASKS = ("images", "points")
 ROTATION_MODES = ("none", "z", "so3")
@@ -69,25 +69,27 @@ class ImageTask:
   def pose_axis_label(self) -> str:
     return f"{self.group.name} element applied to the test images"
 
-  def train_inputs(self, rng: jax.Array, images: jax.Array, variant: str, augment: bool
+  def train_inputs(self, rng: jax.Array, images: jax.Array, augment: bool
                    ) -> tuple[jax.Array, jax.Array]:
     """``(g_b . images_b, g_b)`` with g_b uniform when ``augment``, else the identity."""
-    del variant  # the step decides ``augment`` from the variant and its stage
     b = images.shape[0]
     if not augment:
       return images, jnp.zeros((b,), jnp.int32)
     elements = jax.random.randint(rng, (b,), 0, self.group.order)
     return canon_jax.transform_images(images, self.group, elements), elements
 
-  def prior(self, result: canon_jax.CanonicalizationResult, target: jax.Array,
-            augment: bool) -> tuple[jax.Array, jax.Array]:
-    """``(prior loss, (B,) 1.0 where the predicted element is the target)``."""
-    prior = canon_jax.prior_loss(
-        result.logits, jax.nn.one_hot(target, self.group.order) if augment else None)
-    return prior, (result.element == target).astype(jnp.float32)
+  def prior_target(self, target: jax.Array, augment: bool) -> jax.Array | None:
+    """The applied elements when ``augment`` (the prior moves with them), else None
+    (the identity prior)."""
+    return target if augment else None
 
-  def make_eval_step(self, pipeline: models.Pipeline) -> Callable:
-    return evaluate.make_eval_step(pipeline, self.group)
+  def identity_hits(self, result: canon_jax.CanonicalizationResult, target: jax.Array
+                    ) -> jax.Array:
+    """(B,) 1.0 where the predicted element is the target."""
+    return (result.element == target).astype(jnp.float32)
+
+  def make_eval_step(self, model: canon_jax.CanonicalizedModel) -> Callable:
+    return evaluate.make_eval_step(model, self.group)
 
   def score(self, gathered: dict[str, np.ndarray], has_canonicalizer: bool
             ) -> dict[str, Any]:
@@ -135,27 +137,31 @@ class PointCloudTask:
     return np.concatenate([np.eye(3, dtype=np.float32)[None],
                            np.asarray(rest, np.float32)])
 
-  def train_mode(self, variant: str) -> str:
-    return "so3" if variant == "augmentation" else self.train_rotation
+  def train_mode(self, augment: bool) -> str:
+    """"so3" for augmented training, else ``train_rotation``."""
+    return "so3" if augment else self.train_rotation
 
-  def train_inputs(self, rng: jax.Array, points: jax.Array, variant: str, augment: bool
+  def train_inputs(self, rng: jax.Array, points: jax.Array, augment: bool
                    ) -> tuple[jax.Array, jax.Array]:
     """``(points_b Q_b^T, Q_b)`` with Q_b drawn from :meth:`train_mode` (every variant)."""
-    del augment
-    q = canon_data.random_rotations(rng, points.shape[0], self.train_mode(variant),
+    q = canon_data.random_rotations(rng, points.shape[0], self.train_mode(augment),
                                     self.up_axis).astype(points.dtype)
     return jnp.einsum("bnj,bij->bni", points, q), q
 
-  def prior(self, result: canon_jax.PointCloudCanonicalization, target: jax.Array,
-            augment: bool) -> tuple[jax.Array, jax.Array]:
-    """``(rotation_prior_loss(Q^T R), (B,) 1.0 where Q^T R is within 30° of I)``."""
-    del augment  # the prior always moves with the applied rotation
+  def prior_target(self, target: jax.Array, augment: bool) -> jax.Array:
+    """The applied rotations: the prior always moves with them."""
+    del augment
+    return target
+
+  def identity_hits(self, result: canon_jax.PointCloudCanonicalization,
+                    target: jax.Array) -> jax.Array:
+    """(B,) 1.0 where Q^T R is within 30 degrees of the identity."""
     relative = jnp.einsum("bji,bjk->bik", target, result.rotation)
     hits = evaluate.geodesic_angle_deg(relative) < evaluate.IDENTITY_TOLERANCE_DEG
-    return canon_jax.rotation_prior_loss(relative), hits.astype(jnp.float32)
+    return hits.astype(jnp.float32)
 
-  def make_eval_step(self, pipeline: models.Pipeline) -> Callable:
-    return evaluate.make_point_eval_step(pipeline, self.test_rotations())
+  def make_eval_step(self, model: canon_jax.CanonicalizedModel) -> Callable:
+    return evaluate.make_point_eval_step(model, self.test_rotations())
 
   def score(self, gathered: dict[str, np.ndarray], has_canonicalizer: bool
             ) -> dict[str, Any]:

@@ -37,6 +37,8 @@ import tqdm
 from absl import logging
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+import canon_jax
+
 from train import checkpointing, evaluate, input_pipeline, models, report, tasks
 from train.config_checks import validate_config
 from train.step import TrainState, init_state, make_optimizer, make_train_step
@@ -113,8 +115,16 @@ def _batch_shardings(run: _Run) -> dict[str, NamedSharding]:
           "mask": input_pipeline.batch_sharding(run.mesh, 1)}
 
 
-def _initial_state(run: _Run, variant: str, pipeline: models.Pipeline, tx, rng: jax.Array,
-                   state_sharding, finished: dict[str, TrainState]) -> TrainState:
+def _with_predictor(state: TrainState, predictor: dict[str, Any]) -> TrainState:
+  """``state`` with the predictor's params and batch statistics replaced."""
+  stats = {**state.batch_stats, "predictor": predictor["batch_stats"]}
+  return state.replace(params={**state.params, "predictor": predictor["params"]},
+                       batch_stats={k: v for k, v in stats.items() if v})
+
+
+def _initial_state(run: _Run, variant: str, model: canon_jax.CanonicalizedModel, tx,
+                   rng: jax.Array, state_sharding, finished: dict[str, TrainState]
+                   ) -> TrainState:
   """The variant's state at step 0 (fresh, pretrained, or from an earlier variant).
 
   One jitted function builds it, so that the result owns fresh buffers (it is
@@ -124,21 +134,18 @@ def _initial_state(run: _Run, variant: str, pipeline: models.Pipeline, tx, rng: 
   images = jax.ShapeDtypeStruct((config.batch_size, *run.train_ds.input_shape), jnp.float32)
 
   def build(rng, predictor):
-    state = init_state(pipeline, tx, rng, jnp.zeros(images.shape, images.dtype))
+    state = init_state(model, tx, rng, jnp.zeros(images.shape, images.dtype))
     if predictor is None:
       return state
-    predictor = jax.tree.map(jnp.copy, predictor)
-    return state.replace(
-        params={**state.params, "predictor": predictor["params"]},
-        batch_stats={**state.batch_stats, "predictor": predictor["batch_stats"]})
+    return _with_predictor(state, jax.tree.map(jnp.copy, predictor))
 
   predictor = None
   if stage.init != "pretrained":
     source = finished[stage.init]
     predictor = {"params": source.params["predictor"],
-                 "batch_stats": source.batch_stats["predictor"]}
+                 "batch_stats": source.batch_stats.get("predictor", {})}
   elif config.model.pretrained:
-    abstract = jax.eval_shape(functools.partial(init_state, pipeline, tx), rng, images)
+    abstract = jax.eval_shape(functools.partial(init_state, model, tx), rng, images)
     # The new head (when the classes differ) is drawn on every host from the same
     # host-local key.
     host = models.load_pretrained_predictor(config.model, run.train_ds.num_classes,
@@ -149,13 +156,15 @@ def _initial_state(run: _Run, variant: str, pipeline: models.Pipeline, tx, rng: 
                                 f"config.model.pretrained={config.model.pretrained!r} "
                                 "params"),
         "batch_stats": _strict_merge(host.get("batch_stats", {}),
-                                     abstract.batch_stats["predictor"], "its batch_stats"),
+                                     abstract.batch_stats.get("predictor", {}),
+                                     "its batch_stats"),
     }, repl)
     _log(f"[{variant}] predictor initialised from {config.model.pretrained}")
   return jax.jit(build, out_shardings=state_sharding)(rng, predictor)
 
 
-def _evaluate(run: _Run, variant: str, pipeline: models.Pipeline, state: TrainState
+def _evaluate(run: _Run, variant: str, model: canon_jax.CanonicalizedModel,
+              state: TrainState
               ) -> tuple[dict[str, Any], dict[str, np.ndarray] | None]:
   """Scores ``state`` on every pose of the eval split; also the canonicalization grid."""
   mesh = run.mesh
@@ -163,7 +172,7 @@ def _evaluate(run: _Run, variant: str, pipeline: models.Pipeline, state: TrainSt
   batch_shardings = _batch_shardings(run)
   params_sharding = jax.tree.map(lambda _: repl, state.params)
   stats_sharding = jax.tree.map(lambda _: repl, state.batch_stats)
-  eval_step = jax.jit(run.task.make_eval_step(pipeline),
+  eval_step = jax.jit(run.task.make_eval_step(model),
                       in_shardings=(params_sharding, stats_sharding, batch_shardings),
                       out_shardings=repl)
   batches = input_pipeline.global_batches(
@@ -177,11 +186,11 @@ def _evaluate(run: _Run, variant: str, pipeline: models.Pipeline, state: TrainSt
       yield eval_step(state.params, state.batch_stats, batch)
 
   gathered = evaluate.gather_outputs(outputs())
-  results = run.task.score(gathered, pipeline.canonicalizer is not None)
+  results = run.task.score(gathered, model.canonicalizer is not None)
   visuals = None
   n = min(run.config.num_visualize, run.config.eval_batch_size)
-  if run.task.kind == "images" and pipeline.canonicalizer is not None and n > 0:
-    visualize = jax.jit(evaluate.make_visualize(pipeline, run.task.group, n),
+  if run.task.kind == "images" and model.canonicalizer is not None and n > 0:
+    visualize = jax.jit(evaluate.make_visualize(model, run.task.group, n),
                         in_shardings=(params_sharding, stats_sharding, batch_shardings["image"]),
                         out_shardings=repl)
     visuals = jax.device_get(visualize(state.params, state.batch_stats, first["image"]))
@@ -195,7 +204,8 @@ def _run_variant(run: _Run, variant: str, finished: dict[str, TrainState]) -> _V
   num_steps = int(stage.num_steps)
 
   # ------------------------------------------------------------------ model
-  pipeline = models.build_pipeline(config, variant, run.train_ds.num_classes, run.mean_std)
+  spec = models.variant_spec(config, variant)
+  model = models.build_model(config, spec, run.train_ds.num_classes, run.mean_std)
   tx, schedules = make_optimizer(stage)
 
   # ------------------------------------------------------------------ shard
@@ -207,10 +217,10 @@ def _run_variant(run: _Run, variant: str, finished: dict[str, TrainState]) -> _V
           jax.random.key(config.seed), models.VARIANTS.index(variant)))),
       out_shardings=(repl, repl))()
   example = jax.ShapeDtypeStruct((config.batch_size, *run.train_ds.input_shape), jnp.float32)
-  abstract = jax.eval_shape(functools.partial(init_state, pipeline, tx), init_rng, example)
+  abstract = jax.eval_shape(functools.partial(init_state, model, tx), init_rng, example)
   state_sharding = jax.tree.map(lambda _: repl, abstract)
   batch_shardings = _batch_shardings(run)
-  state = _initial_state(run, variant, pipeline, tx, init_rng, state_sharding, finished)
+  state = _initial_state(run, variant, model, tx, init_rng, state_sharding, finished)
 
   # ------------------------------------------------------------------ checkpoint
   manager = checkpointing.make_manager(
@@ -230,7 +240,7 @@ def _run_variant(run: _Run, variant: str, finished: dict[str, TrainState]) -> _V
   # ------------------------------------------------------------------ update step
   traces = [0]
   train_step = jax.jit(
-      _counted(make_train_step(pipeline, tx, schedules, variant, stage, run.task), traces),
+      _counted(make_train_step(model, tx, schedules, spec, run.task), traces),
       in_shardings=(state_sharding, batch_shardings, repl),
       out_shardings=(state_sharding, repl), donate_argnums=(0,))
 
@@ -265,7 +275,7 @@ def _run_variant(run: _Run, variant: str, finished: dict[str, TrainState]) -> _V
 
   # ------------------------------------------------------------------ evals
   t0 = time.time()
-  results, visuals = _evaluate(run, variant, pipeline, state)
+  results, visuals = _evaluate(run, variant, model, state)
   results["step"] = num_steps
   run.writer.write_eval(variant, num_steps, results)
   if run.is_chief:
