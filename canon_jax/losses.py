@@ -59,8 +59,10 @@ def prior_loss(logits: jax.Array, prior: jax.Array | None = None) -> jax.Array:
   if prior.ndim == 2:
     _checks.check_batch(prior, "prior", logits.shape[0])
   if _checks.is_concrete(prior):
-    if bool(jnp.any(prior < 0)) or not bool(
-        jnp.allclose(prior.sum(-1), 1.0, atol=1e-4)):
+    with jax.ensure_compile_time_eval():   # a constant captured by a jitted function
+      bad = bool(jnp.any(prior < 0)) or not bool(
+          jnp.allclose(prior.sum(-1), 1.0, atol=1e-4))
+    if bad:
       raise ValueError(
           "prior must be a probability distribution (non-negative, summing to 1 "
           f"on the last axis); got sums {prior.sum(-1)} and min {prior.min()}.")

@@ -54,9 +54,11 @@ def canonicalization_prior(result: Any, target: jax.Array | None = None) -> jax.
   """The prior term of any canonicalizer's result (a float32 scalar).
 
   * discrete and continuous image canonicalizers (:class:`CanonicalizationResult`):
-    :func:`canon_jax.prior_loss` of ``result.logits`` towards element 0, or towards
+    :func:`canon_jax.prior_loss` of ``result.logits`` towards element 0, towards
     ``target`` (B,) int elements (the applied element, when the input was
-    transformed on purpose);
+    transformed on purpose), or towards ``target`` distributions over G, (B, |G|) or
+    (|G|,) floats (data-driven priors: :func:`canon_jax.model_confidence_prior`,
+    :func:`canon_jax.dataset_prior`);
   * point clouds (:class:`PointCloudCanonicalization`):
     :func:`canon_jax.rotation_prior_loss` of ``Q^T R`` with ``Q`` = ``target``
     (B, 3, 3) (the applied rotation), or of ``R`` itself without target.
@@ -67,8 +69,8 @@ def canonicalization_prior(result: Any, target: jax.Array | None = None) -> jax.
       rotation = jnp.einsum("bji,bjk->bik", target.astype(rotation.dtype), rotation)
     return losses.rotation_prior_loss(rotation)
   if isinstance(result, CanonicalizationResult):
-    prior = None
-    if target is not None:
+    prior = target
+    if target is not None and jnp.issubdtype(target.dtype, jnp.integer):
       prior = jax.nn.one_hot(target, result.logits.shape[-1], dtype=jnp.float32)
     return losses.prior_loss(result.logits, prior)
   raise TypeError(f"no prior for a canonicalization result of type "
@@ -114,6 +116,11 @@ class CanonicalizedModel(nn.Module):
       std = jnp.asarray(self.std if self.std is not None else 1.0, x.dtype)
       x = (x - mean) / std
     return x
+
+  def predict(self, x: jax.Array) -> jax.Array:
+    """The predictor alone (inference mode) on ``x`` as it is, with its preprocessing:
+    ``model.apply(variables, x, method=CanonicalizedModel.predict)``."""
+    return self.predictor(self.predictor_inputs(x), train=False)
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False,

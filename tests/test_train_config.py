@@ -46,6 +46,10 @@ def test_config_validates_and_documents_its_command(name):
     ("vanilla.augment", True, 1, "config.vanilla.augment must be False"),
     ("canonicalized.predictor_lr", -1.0, 1, "config.canonicalized.predictor_lr must be"),
     ("canonicalized.num_steps", 1.5, 1, "config.canonicalized.num_steps must be an integer"),
+    ("canonicalized.prior", "uniform", 1, "config.canonicalized.prior must be one of"),
+    ("canonicalized.prior_temperature", 0.0, 1, "prior_temperature must be a number > 0"),
+    ("canonicalizer.type", "learned", 1, "config.canonicalizer.type must be one of"),
+    ("canonicalizer.reference", "fixed", 1, "fields of canon_jax.ImageCanonicalizer"),
 ])
 def test_validation_errors_name_the_field(field, value, devices, message):
   config = digits_c8.get_config()

@@ -248,3 +248,32 @@ def test_bad_config_fails_before_compiling(field, value, message, data_dir, tmp_
   with pytest.raises(ValueError, match=message):
     train_and_evaluate(config, str(tmp_path))
   assert compile_events == []
+
+
+@pytest.mark.parametrize("selection", ["softmax", "gumbel"])
+def test_optimized_canonicalizer_config_trains_through_the_trainer(selection, data_dir,
+                                                                   tmp_path):
+  """train/configs/digits_c8_optimized.py, shrunk: a non-equivariant CNN scored over
+  the 8 copies, its orthogonality loss in the step, Gumbel or softmax selection."""
+  config = importlib.import_module("train.configs.digits_c8_optimized").get_config()
+  assert config.canonicalizer.type == "optimized"
+  config.data.data_dir = data_dir
+  config.data.eval_split = "test[:16]"
+  config.batch_size = config.eval_batch_size = 8
+  config.variants = ("canonicalized",)
+  config.canonicalized.update(init="pretrained", num_steps=3)
+  config.model.kwargs.features = (4, 8)
+  config.canonicalizer.network = dict(name="small_cnn", kwargs=dict(features=(4,)),
+                                      features=4)
+  config.canonicalizer.selection = selection
+  config.num_visualize = 2
+  config.progress_bar = False
+  outcome = train_and_evaluate(config, str(tmp_path))
+  assert outcome["train_step_traces"] == {"canonicalized": 1}
+  state = outcome["states"]["canonicalized"]
+  assert "reference" in state.params["canonicalizer"]
+  with open(tmp_path / "eval.json") as f:
+    summary = json.load(f)
+  # The canonicalizer is scored like the equivariant one (its element under the poses).
+  assert summary["canonicalizer_equivariance_rate"] is not None
+  assert summary["num_examples"] == 16

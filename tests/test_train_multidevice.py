@@ -23,7 +23,7 @@ OVERRIDES = ["--config.variants=('canonicalized',)",
              f"--config.canonicalized.num_steps={STEPS}",
              "--config.canonicalized.optimizer=sgd",
              "--config.canonicalized.predictor_lr=0.05",
-             "--config.canonicalized.canonicalizer_lr=0.05",
+             "--config.canonicalized.canonicalizer_lr=0.005",
              f"--config.checkpoint_every_steps={STEPS}",
              "--config.num_visualize=0"]
 
@@ -36,7 +36,10 @@ def _config(data_dir):
   config.canonicalized.num_steps = STEPS
   config.canonicalized.optimizer = "sgd"
   config.canonicalized.predictor_lr = 0.05
-  config.canonicalized.canonicalizer_lr = 0.05
+  # With the identity prior's weight of 100, a canonicalizer rate of 0.05 kills the
+  # tiny network's ReLUs within a few steps: all logits tie, and which tied element
+  # the argmax picks then depends on float reduction order (one device vs eight).
+  config.canonicalized.canonicalizer_lr = 0.005
   config.checkpoint_every_steps = STEPS
   config.num_visualize = 0
   return config
@@ -68,7 +71,6 @@ def _check_same_run(workdir, reference_workdir):
 
 def test_eight_devices_match_one_device(reference, data_dir, tmp_path):
   workdir = str(tmp_path / "eight")
-  # With the host-memory option: how the process allocates must not change results.
   proc = common.run(common.train_command(
       workdir, data_dir, OVERRIDES + ["--retain_host_memory"]), common.env(8))
   assert proc.returncode == 0, proc.stderr[-3000:]

@@ -127,3 +127,40 @@ def test_variant_specs_are_explicit_fields():
   assert models.variant_spec(config, "augmentation").augment
   assert models.variant_spec(config, "canonicalized") == models.VariantSpec(
       canonicalize=True, augment=True, prior_weight=3.0, freeze_predictor=True)
+
+
+@pytest.mark.parametrize("prior", ["model_confidence", "dataset"])
+def test_data_driven_priors_in_the_train_step(prior):
+  config = tiny_digits.get_config()
+  config.canonicalized.update(init="pretrained", prior=prior, prior_temperature=0.5,
+                              prior_weight=2.0)
+  spec = models.variant_spec(config, "canonicalized")
+  assert spec.prior == prior
+  model = models.build_model(config, spec, 10, None)
+  tx, schedules = step.make_optimizer(config.canonicalized)
+  task = tasks.ImageTask(GROUP)
+  batch = _batch(0)
+  state = step.init_state(model, tx, jax.random.key(0), batch["image"])
+  variables = {"params": state.params, "batch_stats": state.batch_stats}
+  estimate = step.estimate_dataset_prior(model, variables, [batch, _batch(1)], GROUP)
+  assert estimate.shape == (GROUP.order,)
+  np.testing.assert_allclose(float(jnp.sum(estimate)), 1.0, rtol=1e-6)
+  target = step.prior_targets(model, spec, task, variables, batch["image"],
+                              jnp.zeros((B,), jnp.int32), estimate)
+  if prior == "model_confidence":
+    assert target.shape == (B, GROUP.order)
+    np.testing.assert_allclose(jnp.sum(target, -1), 1.0, rtol=1e-5)
+    # The predictor's own confidence: the target peaks where it is most confident.
+    predict = lambda x: model.apply(variables, x, method=model.predict)
+    scores = canon_jax.model_confidence_scores(predict, batch["image"], GROUP)
+    np.testing.assert_array_equal(jnp.argmax(target, -1), jnp.argmax(scores, -1))
+  else:
+    np.testing.assert_array_equal(target, estimate)
+  chex.clear_trace_counter()
+  fn = jax.jit(chex.assert_max_traces(
+      step.make_train_step(model, tx, schedules, spec, task, estimate), n=1))
+  for i in range(2):
+    state, m = fn(state, _batch(i), jax.random.key(1))
+    assert float(m["loss"]) == pytest.approx(
+        float(m["task_loss"]) + 2.0 * float(m["prior_loss"]), rel=1e-6)
+    assert float(m["prior_loss"]) > 0

@@ -13,7 +13,7 @@ import ml_collections
 import tensorflow_datasets as tfds
 
 import canon_jax
-from train.models import NORMALIZATIONS, VARIANTS, model_names
+from train.models import IMAGE_CANONICALIZERS, NORMALIZATIONS, VARIANTS, model_names
 
 LOCAL_DATASETS = ("canon_digits", "rotmnist")
 """Dataset names ``canon_jax.data.get_image_dataset`` knows besides TFDS names."""
@@ -21,7 +21,10 @@ LOCAL_DATASETS = ("canon_digits", "rotmnist")
 STAGE_FIELDS = ("init", "num_steps", "optimizer", "predictor_lr", "canonicalizer_lr",
                 "momentum", "weight_decay", "schedule", "warmup_steps", "prior_weight",
                 "freeze_predictor", "augment")
-"""Fields of each variant's sub-config (``config.vanilla``, ...)."""
+"""Fields of each variant's sub-config (``config.vanilla``, ...); optional: ``prior``
+(one of :data:`PRIORS`, default "identity") and ``prior_temperature``."""
+
+PRIORS = ("identity", "model_confidence", "dataset")
 
 
 def _fail(field: str, expected: str, got) -> None:
@@ -74,6 +77,13 @@ def _check_stage(config: ml_collections.ConfigDict, variant: str, earlier: list[
   for field in ("freeze_predictor", "augment"):
     if not isinstance(stage[field], bool):
       _fail(f"{variant}.{field}", "True or False", stage[field])
+  if stage.get("prior", "identity") not in PRIORS:
+    _fail(f"{variant}.prior", f"one of {list(PRIORS)}", stage.get("prior"))
+  if stage.get("prior", "identity") != "identity" and config.get("task", "images") != (
+      "images"):
+    _fail(f"{variant}.prior", "'identity' for point clouds", stage.get("prior"))
+  if not float(stage.get("prior_temperature", 0.1)) > 0:
+    _fail(f"{variant}.prior_temperature", "a number > 0", stage.get("prior_temperature"))
   if variant == "vanilla" and stage.augment:
     _fail("vanilla.augment", "False (the 'augmentation' variant is the augmented "
           "predictor)", stage.augment)
@@ -104,6 +114,25 @@ def _check_points(config: ml_collections.ConfigDict) -> None:
           unknown)
 
 
+def _check_image_canonicalizer(config: ml_collections.ConfigDict) -> None:
+  kind = config.canonicalizer.get("type", "equivariant")
+  if kind not in IMAGE_CANONICALIZERS:
+    _fail("canonicalizer.type", f"one of {sorted(IMAGE_CANONICALIZERS)}", kind)
+  cls = IMAGE_CANONICALIZERS[kind]
+  fields = {f.name for f in dataclasses.fields(cls)} - {"parent", "name", "group"}
+  unknown = sorted(set(config.canonicalizer) - fields - {"type"})
+  if unknown:
+    _fail("canonicalizer", f"fields of canon_jax.{cls.__name__} {sorted(fields)}",
+          unknown)
+  if kind != "equivariant":
+    net = config.canonicalizer.get("network")
+    if not net or net.get("name") not in model_names():
+      _fail("canonicalizer.network.name", f"one of {model_names()}",
+            net.get("name") if net else net)
+    if kind == "optimized":
+      _check_int(config, "canonicalizer.network.features", 1)
+
+
 def validate_config(config: ml_collections.ConfigDict, device_count: int,
                     process_count: int = 1) -> None:
   """Raises ``ValueError`` on a config the trainer cannot run.
@@ -123,6 +152,7 @@ def validate_config(config: ml_collections.ConfigDict, device_count: int,
       raise ValueError(f"config.group must name a group such as 'C4', 'C8' or 'D4'; "
                        f"got {config.group!r} ({e}).") from None
     _check_dataset(config.data.name)
+    _check_image_canonicalizer(config)
   else:
     _fail("task", "'images' or 'points'", task)
   if config.model.name not in model_names():

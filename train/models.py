@@ -87,12 +87,35 @@ def build_predictor(model_config: ml_collections.ConfigDict, num_classes: int) -
   return canon_models.get_model(model_config.name, num_classes=num_classes, **kwargs)
 
 
+IMAGE_CANONICALIZERS = {
+    "equivariant": canon_jax.ImageCanonicalizer,
+    "optimized": canon_jax.OptimizedGroupCanonicalizer,
+    "optimized_rotation": canon_jax.OptimizedRotationCanonicalizer,
+}
+"""``config.canonicalizer.type`` -> the image canonicalizer class it builds."""
+
+
 def build_canonicalizer(config: ml_collections.ConfigDict) -> nn.Module:
-  """``ImageCanonicalizer(group=config.group, **config.canonicalizer)``, or
-  ``PointCloudCanonicalizer(**config.canonicalizer)`` when ``config.task == 'points'``."""
+  """The canonicalizer of ``config.canonicalizer``.
+
+  Point clouds (``config.task == 'points'``): ``PointCloudCanonicalizer(**fields)``.
+  Images: by ``type`` (default "equivariant"): ``ImageCanonicalizer(group=config.group,
+  **fields)``; "optimized" / "optimized_rotation": the optimization-based
+  canonicalizers (:mod:`canon_jax.opt_canonicalize`) around any network, named by
+  ``network`` (``{'name': a predictor name, 'kwargs': {...}, 'features': D}``: the
+  network is that model with D outputs, used as a feature extractor; for
+  "optimized_rotation" D is 2).
+  """
+  fields = config.canonicalizer.to_dict()
   if config.get("task", "images") == "points":
-    return canon_jax.PointCloudCanonicalizer(**config.canonicalizer.to_dict())
-  return canon_jax.ImageCanonicalizer(group=config.group, **config.canonicalizer.to_dict())
+    return canon_jax.PointCloudCanonicalizer(**fields)
+  kind = fields.pop("type", "equivariant")
+  if kind == "equivariant":
+    return canon_jax.ImageCanonicalizer(group=config.group, **fields)
+  net = ml_collections.ConfigDict(fields.pop("network"))
+  dim = 2 if kind == "optimized_rotation" else int(net.features)
+  network = build_predictor(net, dim)
+  return IMAGE_CANONICALIZERS[kind](network=network, group=config.group, **fields)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -106,11 +129,20 @@ class VariantSpec:
       with a canonicalizer, the prior's target moves with the applied element.
     prior_weight: weight of the canonicalizer's prior in the loss.
     freeze_predictor: the predictor is not trained (inference mode, zero updates).
+    prior: the prior's target (images): "identity" (element 0, or the applied
+      element with ``augment``), "model_confidence" (per input, softmax over G of
+      the predictor's confidence on each candidate canonical input at temperature
+      ``prior_temperature``; :func:`canon_jax.model_confidence_prior`) or "dataset"
+      (one distribution over G estimated before training from the predictor's most
+      confident pose on training batches; :func:`canon_jax.dataset_prior`).
+    prior_temperature: tau of the model-confidence prior.
   """
   canonicalize: bool
   augment: bool
   prior_weight: float
   freeze_predictor: bool
+  prior: str = "identity"
+  prior_temperature: float = 0.1
 
 
 def variant_spec(config: ml_collections.ConfigDict, variant: str) -> VariantSpec:
@@ -118,7 +150,8 @@ def variant_spec(config: ml_collections.ConfigDict, variant: str) -> VariantSpec
 
   vanilla: the predictor alone on the data as it is; augmentation: the predictor
   alone on randomly transformed inputs; canonicalized: canonicalizer + predictor,
-  the stage's ``prior_weight`` and ``augment``.
+  the stage's ``prior_weight``, ``augment`` and (optional fields) ``prior``,
+  ``prior_temperature``.
   """
   stage = config[variant]
   canonicalize = variant == "canonicalized"
@@ -126,7 +159,9 @@ def variant_spec(config: ml_collections.ConfigDict, variant: str) -> VariantSpec
       canonicalize=canonicalize,
       augment=variant == "augmentation" or (canonicalize and bool(stage.augment)),
       prior_weight=float(stage.prior_weight) if canonicalize else 0.0,
-      freeze_predictor=bool(stage.freeze_predictor) or stage.predictor_lr == 0)
+      freeze_predictor=bool(stage.freeze_predictor) or stage.predictor_lr == 0,
+      prior=stage.get("prior", "identity"),
+      prior_temperature=float(stage.get("prior_temperature", 0.1)))
 
 
 def build_model(config: ml_collections.ConfigDict, spec: VariantSpec, num_classes: int,

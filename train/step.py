@@ -129,9 +129,49 @@ def _masked_mean(x: jax.Array, mask: jax.Array) -> jax.Array:
   return jnp.sum(x * mask) / jnp.maximum(jnp.sum(mask), 1.0)
 
 
+def prior_targets(model: canon_jax.CanonicalizedModel, spec: VariantSpec,
+                  task: tasks.Task, variables: dict[str, Any], inputs: jax.Array,
+                  target: jax.Array, dataset_prior: jax.Array | None = None
+                  ) -> jax.Array | None:
+  """The target of the canonicalizer's prior for one batch (see :class:`VariantSpec`).
+
+  "identity": ``task.prior_target`` (None, the applied elements or rotations);
+  "model_confidence": (B, |G|) softmax over G of the predictor's max probability on
+  every candidate canonical input g^-1 . x (predictor in inference mode, no
+  gradient); "dataset": ``dataset_prior`` (|G|,).
+  """
+  if spec.prior == "model_confidence":
+    predict = lambda x: model.apply(variables, x, method=model.predict)
+    scores = canon_jax.model_confidence_scores(predict, inputs, task.group)
+    return canon_jax.model_confidence_prior(scores, spec.prior_temperature)
+  if spec.prior == "dataset":
+    if dataset_prior is None:
+      raise ValueError("spec.prior='dataset' needs the estimated dataset_prior.")
+    return dataset_prior
+  return task.prior_target(target, spec.augment)
+
+
+def estimate_dataset_prior(model: canon_jax.CanonicalizedModel, variables: dict[str, Any],
+                           batches, group: canon_jax.DiscreteGroup,
+                           smoothing: float = 1.0) -> jax.Array:
+  """A (|G|,) dataset prior: the histogram of the predictor's most confident pose.
+
+  For every image of ``batches`` (dicts with ``image`` and ``mask``), the element g
+  whose candidate canonical input g^-1 . x the predictor is most confident on
+  (:func:`canon_jax.model_confidence_scores`), counted with Laplace ``smoothing``
+  (:func:`canon_jax.dataset_prior`).
+  """
+  predict = lambda x: model.apply(variables, x, method=model.predict)
+  counts = jnp.zeros((group.order,), jnp.float32)
+  for batch in batches:
+    best = jnp.argmax(canon_jax.model_confidence_scores(predict, batch["image"], group), -1)
+    counts = counts + jnp.zeros_like(counts).at[best].add(batch["mask"])
+  return canon_jax.dataset_prior(counts, group.order, smoothing=smoothing)
+
+
 def make_train_step(model: canon_jax.CanonicalizedModel, tx: optax.GradientTransformation,
                     schedules: dict[str, optax.Schedule], spec: VariantSpec,
-                    task: tasks.Task
+                    task: tasks.Task, dataset_prior: jax.Array | None = None
                     ) -> Callable[[TrainState, Batch, jax.Array], tuple[TrainState, Metrics]]:
   """The update step of one variant.
 
@@ -141,6 +181,8 @@ def make_train_step(model: canon_jax.CanonicalizedModel, tx: optax.GradientTrans
     spec: the variant (:func:`train.models.variant_spec`).
     task: a :mod:`train.tasks` task (augmentation, prior target, input key), e.g.
       ``tasks.ImageTask(group)``.
+    dataset_prior: (|G|,) for ``spec.prior == "dataset"``
+      (:func:`estimate_dataset_prior`).
 
   Returns:
     ``train_step(state, batch, rng) -> (state, metrics)``: ``batch`` holds the
@@ -162,7 +204,9 @@ def make_train_step(model: canon_jax.CanonicalizedModel, tx: optax.GradientTrans
     gumbel_rng = jax.random.fold_in(dropout_rng, 1)
     labels, mask = batch["label"], batch["mask"]
     inputs, target = task.train_inputs(aug_rng, batch[task.input_key], spec.augment)
-    prior_target = task.prior_target(target, spec.augment)
+    prior_target = prior_targets(
+        model, spec, task, {"params": state.params, "batch_stats": state.batch_stats},
+        inputs, target, dataset_prior)
 
     def loss_fn(params):
       out, updates = model.apply(

@@ -41,7 +41,8 @@ import canon_jax
 
 from train import checkpointing, evaluate, input_pipeline, models, report, tasks
 from train.config_checks import validate_config
-from train.step import TrainState, init_state, make_optimizer, make_train_step
+from train.step import (TrainState, estimate_dataset_prior, init_state, make_optimizer,
+                        make_train_step)
 
 
 @dataclasses.dataclass
@@ -221,6 +222,16 @@ def _run_variant(run: _Run, variant: str, finished: dict[str, TrainState]) -> _V
   state_sharding = jax.tree.map(lambda _: repl, abstract)
   batch_shardings = _batch_shardings(run)
   state = _initial_state(run, variant, model, tx, init_rng, state_sharding, finished)
+  dataset_prior = None
+  if spec.prior == "dataset":
+    # From the initial predictor, so that a resumed run estimates the same prior.
+    batches = input_pipeline.train_iterator(run.train_ds, config)
+    dataset_prior = estimate_dataset_prior(
+        model, {"params": state.params, "batch_stats": state.batch_stats},
+        (input_pipeline.to_global(next(batches), mesh)
+         for _ in range(int(config.get("dataset_prior_batches", 8)))), run.task.group)
+    _log(f"[{variant}] dataset prior over {run.task.group.name}: "
+         f"{np.round(np.asarray(dataset_prior), 3).tolist()}")
 
   # ------------------------------------------------------------------ checkpoint
   manager = checkpointing.make_manager(
@@ -240,7 +251,8 @@ def _run_variant(run: _Run, variant: str, finished: dict[str, TrainState]) -> _V
   # ------------------------------------------------------------------ update step
   traces = [0]
   train_step = jax.jit(
-      _counted(make_train_step(model, tx, schedules, spec, run.task), traces),
+      _counted(make_train_step(model, tx, schedules, spec, run.task, dataset_prior),
+               traces),
       in_shardings=(state_sharding, batch_shardings, repl),
       out_shardings=(state_sharding, repl), donate_argnums=(0,))
 

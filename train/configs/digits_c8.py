@@ -100,7 +100,7 @@ def get_config() -> ml_collections.ConfigDict:
       max_frequency=1,
       num_rings=1,
       downsample_sigma=1.0,
-      coset_average=True,
+      coset_average=None,     # None: on for "wrn" (canon_jax.nn.coset_averaged_logits)
       input_mask="auto",
   ))
 
