@@ -17,12 +17,12 @@ Command (1 min 23 s on 2 CPU cores, 2026-12-05)::
   python -m train --config train/configs/digits_c8.py --workdir runs/digits_c8
 
 Expected result (eval.json; accuracy / C8-averaged accuracy on the 450 test digits,
-measured 2026-12-05): vanilla 99.56 / 26.11 (it collapses off the upright pose);
-augmentation 93.78 / 71.56; canonicalized 98.44 / 97.11, per-element accuracy 98.44
-at the 90-degree poses and 95.78 at the 45-degree ones (twice-resampled digits), the
-same prediction in all 8 poses for 97.1% of the test digits, the canonicalizer's
+measured 2026-12-05): vanilla 99.56 / 26.97 (it collapses off the upright pose);
+augmentation 94.89 / 72.42; canonicalized 98.89 / 98.11, per-element accuracy 98.89
+at the 90-degree poses and 97.33 at the 45-degree ones (twice-resampled digits), the
+same prediction in all 8 poses for 97.8% of the test digits, the canonicalizer's
 element shifted exactly with the pose (``canonicalizer_equivariance_rate``) for
-98.7%, 93.1% of the upright digits mapped to the identity.
+99.3%, 94.7% of the upright digits mapped to the identity.
 
 ``--config.canonicalized.augment=True`` trains the canonicalizer on randomly rotated
 digits with their known pose as the prior target. It is an option for comparison,

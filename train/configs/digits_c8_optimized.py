@@ -10,11 +10,17 @@ transformed copies (exact for the 90-degree elements), not from f. Trained with 
 identity prior (weight 100) and the orthogonality loss on the copies' features, on
 upright digits only.
 
-Command::
+Command (50 s on 2 CPU cores, 2026-12-05)::
 
   python -m train --config train/configs/digits_c8_optimized.py --workdir runs/opt
 
-Expected result: see the measured numbers below (eval.json, accuracy / C8-averaged).
+Expected result (eval.json; accuracy / C8-averaged accuracy, measured 2026-12-05):
+vanilla 99.56 / 26.97 and augmentation 94.89 / 72.42 (as in digits_c8);
+canonicalized 99.33 / 98.56 (0.8 points below upright), 99.33 at the 90-degree poses
+and 97.78 at the 45-degree ones, the same prediction in all 8 poses for 98.0%, the
+element moving exactly with the pose for 96.7% of the test digits (exact for the
+90-degree elements by construction; the 45-degree copies are resampled), 93.1% of
+the upright digits mapped to the identity.
 """
 import ml_collections
 
