@@ -17,6 +17,15 @@ def is_concrete(x) -> bool:
   return not isinstance(x, jax.core.Tracer)
 
 
+def check_choice(value, name: str, choices: Sequence[str]) -> None:
+  """``value`` must be one of ``choices``: "name must be 'a', 'b' or 'c'; got ..."."""
+  if value not in choices:
+    quoted = [repr(c) for c in choices]
+    options = quoted[0] if len(quoted) == 1 else (
+        ", ".join(quoted[:-1]) + " or " + quoted[-1])
+    raise ValueError(f"{name} must be {options}; got {value!r}.")
+
+
 def check_rank(x, name: str, rank: int | Sequence[int], layout: str = "") -> None:
   ranks = (rank,) if isinstance(rank, int) else tuple(rank)
   if jnp.ndim(x) not in ranks:

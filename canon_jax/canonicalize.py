@@ -220,26 +220,17 @@ class ImageCanonicalizer(nn.Module):
   lift_padding: Literal["SAME", "VALID"] = "SAME"
 
   def _validate(self, group: DiscreteGroup) -> None:
-    if self.network not in ("gcnn", "wrn"):
-      raise ValueError(f"network must be 'gcnn' or 'wrn'; got {self.network!r}.")
-    if self.selection not in ("softmax", "gumbel"):
-      raise ValueError(f"selection must be 'softmax' or 'gumbel'; got "
-                       f"{self.selection!r}.")
-    if self.readout not in ("discrete", "continuous"):
-      raise ValueError(f"readout must be 'discrete' or 'continuous'; got "
-                       f"{self.readout!r}.")
+    _checks.check_choice(self.network, "network", ("gcnn", "wrn"))
+    _checks.check_choice(self.selection, "selection", ("softmax", "gumbel"))
+    _checks.check_choice(self.readout, "readout", ("discrete", "continuous"))
     if self.readout == "continuous" and group.reflections:
       raise ValueError(f"readout='continuous' needs a cyclic group C_n; got "
                        f"{group.name}.")
-    if self.input_mask not in ("auto", "soft", "hard", "none"):
-      raise ValueError(f"input_mask must be 'auto', 'soft', 'hard' or 'none'; got "
-                       f"{self.input_mask!r}.")
+    _checks.check_choice(self.input_mask, "input_mask", ("auto", "soft", "hard", "none"))
     if not 0 < self.input_crop_ratio <= 1:
       raise ValueError(f"input_crop_ratio must be in (0, 1]; got "
                        f"{self.input_crop_ratio}.")
-    if self.lift_padding not in ("SAME", "VALID"):
-      raise ValueError(f"lift_padding must be 'SAME' or 'VALID'; got "
-                       f"{self.lift_padding!r}.")
+    _checks.check_choice(self.lift_padding, "lift_padding", ("SAME", "VALID"))
     if self.lift_padding == "VALID" and self.network != "gcnn":
       raise ValueError("lift_padding='VALID' is only for network='gcnn' (the wide "
                        "ResNet's stages need even map sides).")

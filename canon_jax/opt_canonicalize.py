@@ -276,12 +276,8 @@ class OptimizedGroupCanonicalizer(nn.Module):
   check_finite: bool | None = None
 
   def _validate(self, group: DiscreteGroup) -> None:
-    if self.reference not in ("learned", "fixed"):
-      raise ValueError(f"reference must be 'learned' or 'fixed'; got "
-                       f"{self.reference!r}.")
-    if self.selection not in ("softmax", "gumbel"):
-      raise ValueError(f"selection must be 'softmax' or 'gumbel'; got "
-                       f"{self.selection!r}.")
+    _checks.check_choice(self.reference, "reference", ("learned", "fixed"))
+    _checks.check_choice(self.selection, "selection", ("softmax", "gumbel"))
     if self.artefact and group.n < 2:
       raise ValueError(f"artefact=True needs rotations (n >= 2); got {group.name}.")
 

@@ -29,6 +29,7 @@ Expected result (paper, as reported; accuracy / C8-averaged accuracy, %): vanill
 import ml_collections
 
 from train.configs import digits_c8
+from train.configs.common import stage
 
 EPOCHS = 100
 TRAIN_EXAMPLES = 50_000
@@ -41,7 +42,7 @@ def paper_stage(num_steps: int, **overrides) -> ml_collections.ConfigDict:
                 predictor_lr=1e-3, canonicalizer_lr=1e-3, momentum=0.9,
                 weight_decay=5e-4, schedule="multistep")
   fields.update(overrides)
-  return digits_c8.stage(**fields)
+  return stage(**fields)
 
 
 def set_stages(config: ml_collections.ConfigDict, num_steps: int, **overrides) -> None:

@@ -30,26 +30,7 @@ not the paper's method: it teaches the poses instead of relying on equivariance.
 """
 import ml_collections
 
-
-def stage(**overrides) -> ml_collections.ConfigDict:
-  """A variant's training settings (fields listed in train/config_checks.py)."""
-  fields = dict(
-      init="pretrained",        # "pretrained" or the name of an earlier variant
-      num_steps=300,
-      optimizer="adam",         # "sgd" | "adam" | "adamw"
-      predictor_lr=1e-3,
-      canonicalizer_lr=1e-3,
-      momentum=0.9,             # sgd only
-      weight_decay=0.0,
-      schedule="cosine",        # "constant" | "cosine" | "multistep"
-      warmup_steps=0,
-      prior_weight=0.0,         # canonicalized only: weight of canon_jax.prior_loss
-      freeze_predictor=False,   # True: optax.set_to_zero on the predictor
-      augment=False,            # canonicalized: random group elements before the
-                                # canonicalizer, prior moved along (train/step.py)
-  )
-  fields.update(overrides)
-  return ml_collections.ConfigDict(fields)
+from train.configs.common import data_config, set_run_settings, stage
 
 
 def get_config() -> ml_collections.ConfigDict:
@@ -59,16 +40,11 @@ def get_config() -> ml_collections.ConfigDict:
   config.batch_size = 32
   config.eval_batch_size = 256
 
-  config.data = ml_collections.ConfigDict(dict(
-      name="canon_digits",
-      data_dir=ml_collections.config_dict.placeholder(str),  # None: ~/tensorflow_datasets
-      train_split="train",
-      eval_split="test",
+  config.data = data_config(
+      "canon_digits",
       image_size=ml_collections.config_dict.placeholder(int),  # None: stored size
       channels=ml_collections.config_dict.placeholder(int),
-      rotation_seed=0,
-      worker_count=0,
-  ))
+      rotation_seed=0)
 
   config.model = ml_collections.ConfigDict(dict(
       name="small_cnn",
@@ -114,9 +90,4 @@ def get_config() -> ml_collections.ConfigDict:
   config.canonicalized = stage(init="vanilla", num_steps=500, prior_weight=100.0,
                                canonicalizer_lr=3e-3, augment=False)
 
-  config.log_every_steps = 10
-  config.checkpoint_every_steps = 100
-  config.keep_checkpoints = 2
-  config.num_visualize = 6
-  config.progress_bar = True
-  return config
+  return set_run_settings(config)

@@ -47,7 +47,7 @@ rotations follow), with the paper's PointNet::
 """
 import ml_collections
 
-from train.configs.digits_c8 import stage
+from train.configs.common import data_config, set_run_settings, stage
 
 
 def get_config() -> ml_collections.ConfigDict:
@@ -57,16 +57,11 @@ def get_config() -> ml_collections.ConfigDict:
   config.batch_size = 32
   config.eval_batch_size = 80
 
-  config.data = ml_collections.ConfigDict(dict(
-      name="canon_shapes/small",
-      data_dir=ml_collections.config_dict.placeholder(str),  # None: ~/tensorflow_datasets
-      train_split="train",
-      eval_split="test",
+  config.data = data_config(
+      "canon_shapes/small",
       train_rotation="z",     # poses of the training clouds: "none" | "z" | "so3"
       test_rotation="so3",    # distribution of the test poses
-      num_test_poses=8,       # the identity and 7 random rotations
-      worker_count=0,
-  ))
+      num_test_poses=8)       # the identity and 7 random rotations
 
   config.model = ml_collections.ConfigDict(dict(
       name="pointnet",
@@ -96,9 +91,4 @@ def get_config() -> ml_collections.ConfigDict:
   config.canonicalized = stage(init="vanilla", num_steps=400, prior_weight=1.0,
                                canonicalizer_lr=2e-3)
 
-  config.log_every_steps = 10
-  config.checkpoint_every_steps = 100
-  config.keep_checkpoints = 2
-  config.num_visualize = 0
-  config.progress_bar = True
-  return config
+  return set_run_settings(config, num_visualize=0)
