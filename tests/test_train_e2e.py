@@ -250,11 +250,10 @@ def test_bad_config_fails_before_compiling(field, value, message, data_dir, tmp_
   assert compile_events == []
 
 
-@pytest.mark.parametrize("selection", ["softmax", "gumbel"])
-def test_optimized_canonicalizer_config_trains_through_the_trainer(selection, data_dir,
-                                                                   tmp_path):
+def test_optimized_canonicalizer_config_trains_through_the_trainer(data_dir, tmp_path):
   """train/configs/digits_c8_optimized.py, shrunk: a non-equivariant CNN scored over
-  the 8 copies, its orthogonality loss in the step, Gumbel or softmax selection."""
+  the 8 copies, its orthogonality loss in the step, Gumbel selection (its "gumbel"
+  PRNG stream comes from the step)."""
   config = importlib.import_module("train.configs.digits_c8_optimized").get_config()
   assert config.canonicalizer.type == "optimized"
   config.data.data_dir = data_dir
@@ -265,7 +264,7 @@ def test_optimized_canonicalizer_config_trains_through_the_trainer(selection, da
   config.model.kwargs.features = (4, 8)
   config.canonicalizer.network = dict(name="small_cnn", kwargs=dict(features=(4,)),
                                       features=4)
-  config.canonicalizer.selection = selection
+  config.canonicalizer.selection = "gumbel"
   config.num_visualize = 2
   config.progress_bar = False
   outcome = train_and_evaluate(config, str(tmp_path))
