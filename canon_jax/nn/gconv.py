@@ -367,9 +367,8 @@ class GroupConv(_GroupFilterLayer):
 # matrix is block-circulant, and in an orthogonal real Fourier basis of the group axis
 # it is block-diagonal, n/2 blocks of (2 C_in, 2 C_out) (frequencies 0 and n/2 share a
 # block; 1 .. n/2 - 1 are (cos, sin) pairs): n/2 * 4 C_in C_out multiply-adds per pixel
-# instead of n^2 C_in C_out. Layers with at least this many dense multiply-adds use it
-# (C8, 32 channels, B=2 at 96x96: forward + backward 130 -> 83 ms on XLA:CPU,
-# BENCHMARKS.md); below it the plain matmul compiles faster.
+# instead of n^2 C_in C_out (2/n of the work). Layers with at least this many dense
+# multiply-adds use it; smaller ones keep the plain matmul (fewer ops to compile).
 _MIN_FOURIER_MACS = 50_000_000
 
 

@@ -56,9 +56,7 @@ class VNLinear(nn.Module):
   def __call__(self, v: jax.Array) -> jax.Array:
     kernel = self.param("kernel", nn.initializers.lecun_normal(),
                         (v.shape[-1], self.features), v.dtype)
-    # One 2-D matmul over the flattened leading axes: XLA:CPU's gradients of the
-    # same product with 3-5 leading axes are far slower (train/BENCHMARKS.md).
-    return pointwise(v, kernel)
+    return pointwise(v, kernel)   # (..., C_in, 3) -> (..., C_out, 3): mixes channels
 
 
 class VNBatchNorm(nn.Module):
