@@ -140,3 +140,39 @@ def test_tfds_builder_and_dataset(tmp_path):
   np.testing.assert_allclose(labels[order], expected["target"][ref])
   with pytest.raises(ValueError, match="canon_nbody"):
     nbody_data.get_nbody_dataset("nbody", "test", data_dir=str(tmp_path))
+
+
+def test_nbody_run_through_the_trainer(tmp_path):
+  from train import train_and_evaluate, validate_config
+  from train.configs import nbody_e3
+  config = nbody_e3.get_config()
+  validate_config(config, 1)
+  config.data.name = "canon_nbody/tiny"
+  config.data.data_dir = str(tmp_path / "tfds")
+  config.batch_size = config.eval_batch_size = 8
+  config.model.kwargs.hidden = (16,)
+  config.canonicalizer.channels, config.canonicalizer.num_layers = 4, 2
+  config.data.num_test_poses = 3
+  config.variants = ("vanilla", "canonicalized")
+  for variant in config.variants:
+    config[variant].num_steps = 3
+  config.progress_bar = False
+  outcome = train_and_evaluate(config, str(tmp_path / "run"))
+  vanilla, canon = outcome["results"]["vanilla"], outcome["results"]["canonicalized"]
+  assert len(canon["per_pose_mse"]) == 3 and canon["num_examples"] == 16
+  assert canon["max_equivariance_error"] < 1e-4 < vanilla["max_equivariance_error"]
+  np.testing.assert_allclose(canon["per_pose_mse"], canon["mse"], rtol=1e-4)
+  assert outcome["train_step_traces"] == {"vanilla": 1, "canonicalized": 1}
+
+
+def test_nbody_config_errors_name_the_field():
+  from train import validate_config
+  from train.configs import nbody_e3
+  config = nbody_e3.get_config()
+  config.data.test_rotation = "z"
+  with pytest.raises(ValueError, match="config.data.test_rotation must be 'none' or 'so3'"):
+    validate_config(config, 1)
+  config = nbody_e3.get_config()
+  config.canonicalizer.network = "e3nn"
+  with pytest.raises(ValueError, match="fields of canon_jax.NBodyCanonicalizer"):
+    validate_config(config, 1)

@@ -1,5 +1,7 @@
 """Part segmentation: mIoU by hand, segmentation heads, per-point invariance of the
 canonicalized model, the generated and ShapeNet-part datasets."""
+import os
+
 import h5py
 import jax
 import jax.numpy as jnp
@@ -129,3 +131,38 @@ def test_shapenet_part_h5_rejects_foreign_part_labels(tmp_path):
     parts.read_part_h5(path)
   with pytest.raises(FileNotFoundError, match="ply_data_val"):
     parts.find_part_files(tmp_path, "val")
+
+
+def test_parts_run_through_the_trainer(tmp_path):
+  from train import train_and_evaluate, validate_config
+  from train.configs import parts_pointnet_so3
+  config = parts_pointnet_so3.get_config()
+  validate_config(config, 1)
+  config.data.name = "canon_parts/tiny"
+  config.data.data_dir = str(tmp_path / "tfds")
+  config.batch_size, config.eval_batch_size = 4, 5
+  config.model.name = "pointnet_seg_tiny"
+  config.model.kwargs = {}
+  config.canonicalizer.update(num_neighbors=8, channels=4)
+  config.data.num_test_poses = 3
+  config.variants = ("vanilla", "canonicalized")
+  config.canonicalized.init = "vanilla"
+  for variant in config.variants:
+    config[variant].num_steps = 3
+  config.progress_bar = False
+  outcome = train_and_evaluate(config, str(tmp_path / "run"))
+  canon = outcome["results"]["canonicalized"]
+  assert len(canon["per_pose_miou"]) == 3 and canon["num_examples"] == 10
+  assert canon["invariance_rate"] == 1.0
+  np.testing.assert_allclose(canon["per_pose_miou"], canon["miou"])
+  assert 0.0 < canon["miou"] <= 1.0
+  assert os.path.exists(tmp_path / "run" / "per_element_accuracy.png")
+
+
+def test_parts_config_rejects_a_classification_dataset():
+  from train import validate_config
+  from train.configs import parts_pointnet_so3
+  config = parts_pointnet_so3.get_config()
+  config.data.name = "canon_shapes/small"
+  with pytest.raises(ValueError, match="config.data.name must be one of"):
+    validate_config(config, 1)

@@ -18,12 +18,28 @@ rotation and a translation with N(0, 1) coordinates each). The simulated data ar
 isotropic (random initial directions), but not centred anywhere in particular,
 so the moved test systems also test translations.
 
-Command (on 2 shared CPU cores; the first run also generates the data, ~25 s)::
+Command (1.5 minutes on 2 shared CPU cores; the first run also generates the data,
+~25 s more)::
 
   python -m train --config train/configs/nbody_e3.py --workdir runs/nbody
 
-Expected result (eval.json; MSE on the test systems as they are / mean over the 7
-moved copies; measured here): see the table at the end of this docstring.
+Expected result (eval.json; test MSE of the positions on the systems as simulated /
+mean over the 7 moved copies / worst copy; measured here, 2026-12-05):
+
+  ==============  ========  =======  ==========
+  variant         as is     moved    worst pose
+  ==============  ========  =======  ==========
+  vanilla         0.0752    0.0819   0.0888
+  augmentation    0.0685    0.0687   0.0696
+  canonicalized   0.0669    0.0669   0.0669
+  ==============  ========  =======  ==========
+
+The canonicalized MLP does not degrade under rotation and translation (largest
+relative deviation from E(3)-equivariance over the test set 1.2e-5, float32
+rounding); the plain MLP loses 9% (18% at the worst pose), mostly to the
+translations, and augmentation recovers most of that at a small cost upright.
+The rotation prior is off (``prior_weight`` 0): the data have no preferred
+orientation.
 """
 import ml_collections
 
