@@ -29,8 +29,8 @@ def part_ious(predictions: jax.Array, labels: jax.Array, num_parts: int,
     from both prediction and truth).
 
   >>> import jax.numpy as jnp
-  >>> part_ious(jnp.array([[0, 0, 1, 1]]), jnp.array([[0, 1, 1, 1]]), 3)
-  Array([0.7222222], dtype=float32)
+  >>> part_ious(jnp.array([[0, 0, 1, 1]]), jnp.array([[0, 1, 1, 1]]), 3).round(4)
+  Array([0.7222], dtype=float32)
   """
   if predictions.shape != labels.shape or predictions.ndim != 2:
     raise ValueError(f"predictions and labels must both have shape (S, N); got "
