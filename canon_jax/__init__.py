@@ -58,3 +58,14 @@ __all__ = [
     "transform_boxes", "transform_feature_maps", "transform_images",
     "transform_images_weighted", "transform_label_maps", "transforms",
 ]
+
+# E(3) n-body and part segmentation.
+from canon_jax import nbody, part_segmentation  # noqa: E402
+from canon_jax.nbody import (NBodyCanonicalizer, NBodyMLP, NBodyModel,  # noqa: E402
+                             NBodyVectorNet, transform_particles)
+from canon_jax.part_segmentation import (mean_part_iou, part_ious,  # noqa: E402
+                                         restrict_to_parts)
+
+__all__ += ["nbody", "part_segmentation", "NBodyCanonicalizer", "NBodyMLP", "NBodyModel",
+            "NBodyVectorNet", "transform_particles", "mean_part_iou", "part_ious",
+            "restrict_to_parts"]

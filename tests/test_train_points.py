@@ -167,7 +167,7 @@ def test_config_validates_and_documents_its_command():
     ("data.name", "cifar10", "config.data.name must be one of ['canon_shapes'"),
     ("data.num_test_poses", 0, "config.data.num_test_poses must be an integer >= 1"),
     ("model.normalize", "imagenet", "None for point clouds"),
-    ("task", "audio", "config.task must be 'images' or 'points'"),
+    ("task", "audio", "config.task must be 'images', 'points', 'parts' or 'nbody'"),
 ])
 def test_point_config_errors_name_the_field(field, value, message):
   config = shapes_pointnet_so3.get_config()

@@ -94,11 +94,13 @@ POINT_DATASETS = ("canon_shapes", "modelnet40_hdf5")
 ROTATION_MODES = ("none", "z", "so3")
 
 
-def _check_points(config: ml_collections.ConfigDict) -> None:
-  """The fields of a point-cloud run (``config.task == 'points'``)."""
+def _check_points(config: ml_collections.ConfigDict,
+                  datasets: tuple[str, ...] = POINT_DATASETS) -> None:
+  """The fields of a point-cloud run (``config.task == 'points'``, or 'parts' with
+  the part datasets)."""
   name = config.data.name
-  if not isinstance(name, str) or name.split("/")[0] not in POINT_DATASETS:
-    _fail("data.name", f"one of {list(POINT_DATASETS)} (e.g. 'canon_shapes/small')", name)
+  if not isinstance(name, str) or name.split("/")[0] not in datasets:
+    _fail("data.name", f"one of {list(datasets)} (e.g. '{datasets[0]}/small')", name)
   for field in ("train_rotation", "test_rotation"):
     if config.data.get(field) not in ROTATION_MODES:
       _fail(f"data.{field}", f"one of {list(ROTATION_MODES)}", config.data.get(field))
@@ -133,6 +135,30 @@ def _check_image_canonicalizer(config: ml_collections.ConfigDict) -> None:
       _check_int(config, "canonicalizer.network.features", 1)
 
 
+PART_DATASETS = ("canon_parts", "shapenet_part_hdf5")
+"""Dataset names ``canon_jax.data.get_parts_dataset`` knows (with configs)."""
+
+
+def _check_nbody(config: ml_collections.ConfigDict) -> None:
+  """The fields of an n-body run (``config.task == 'nbody'``)."""
+  from canon_jax.nbody import NBodyCanonicalizer  # pylint: disable=import-outside-toplevel
+  name = config.data.name
+  if not isinstance(name, str) or name.split("/")[0] != "canon_nbody":
+    _fail("data.name", "'canon_nbody' or 'canon_nbody/tiny'", name)
+  for field in ("train_rotation", "test_rotation"):
+    if config.data.get(field) not in ("none", "so3"):
+      _fail(f"data.{field}", "'none' or 'so3'", config.data.get(field))
+  _check_int(config, "data.num_test_poses", 1)
+  std = config.data.get("translation_std")
+  if isinstance(std, bool) or not isinstance(std, (int, float)) or std < 0:
+    _fail("data.translation_std", "a number >= 0", std)
+  fields = {f.name for f in dataclasses.fields(NBodyCanonicalizer)} - {"parent", "name"}
+  unknown = sorted(set(config.canonicalizer) - fields)
+  if unknown:
+    _fail("canonicalizer", f"fields of canon_jax.NBodyCanonicalizer {sorted(fields)}",
+          unknown)
+
+
 def validate_config(config: ml_collections.ConfigDict, device_count: int,
                     process_count: int = 1) -> None:
   """Raises ``ValueError`` on a config the trainer cannot run.
@@ -145,6 +171,10 @@ def validate_config(config: ml_collections.ConfigDict, device_count: int,
   task = config.get("task", "images")
   if task == "points":
     _check_points(config)
+  elif task == "parts":
+    _check_points(config, PART_DATASETS)
+  elif task == "nbody":
+    _check_nbody(config)
   elif task == "images":
     try:
       canon_jax.from_name(config.group)
@@ -154,7 +184,7 @@ def validate_config(config: ml_collections.ConfigDict, device_count: int,
     _check_dataset(config.data.name)
     _check_image_canonicalizer(config)
   else:
-    _fail("task", "'images' or 'points'", task)
+    _fail("task", "'images', 'points', 'parts' or 'nbody'", task)
   if config.model.name not in model_names():
     _fail("model.name", f"one of {model_names()}", config.model.name)
   if config.model.pretrained and not os.path.isdir(config.model.pretrained):

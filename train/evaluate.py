@@ -235,3 +235,162 @@ def score_points(gathered: dict[str, np.ndarray], has_canonicalizer: bool
       "max_equivariance_angle_deg": max_equivariance,
       "num_examples": int(np.sum(real)),
   }
+
+
+def _frame_angles(result, rotations: jax.Array, num_poses: int, b: int) -> EvalOutputs:
+  """``identity_angle`` (1, B) and ``equivariance_angle`` (P, B) of a frame result
+  computed on the P rotated copies (see :func:`make_point_eval_step`)."""
+  frames = result.rotation.reshape(num_poses, b, 3, 3)
+  expected = jnp.einsum("pij,bjk->pbik", rotations, frames[0])
+  return {"identity_angle": geodesic_angle_deg(frames[:1]),
+          "equivariance_angle": geodesic_angle_deg(
+              jnp.einsum("pbji,pbjk->pbik", expected, frames))}
+
+
+def make_part_eval_step(model: canon_jax.CanonicalizedModel, rotations: np.ndarray,
+                        part_mask: np.ndarray) -> Callable[[dict, dict, dict], EvalOutputs]:
+  """The part-segmentation ``eval_step(params, batch_stats, batch) -> outputs``.
+
+  Args:
+    model: the variant's model (a segmentation predictor, canonicalizer optional).
+    rotations: (P, 3, 3) test poses Q_p, ``rotations[0]`` the identity.
+    part_mask: (num_categories, K) bool, the parts of each category.
+
+  ``batch``: ``points`` (B, N, 3), ``label`` (B, N) part labels, ``category`` (B,),
+  ``mask`` (B,). Per-point predictions are the argmax over the parts of the
+  shape's category (:func:`canon_jax.part_segmentation.restrict_to_parts`) on the
+  clouds ``points @ Q_p^T``. Outputs: ``iou`` (P, B) per-shape mIoU,
+  ``point_accuracy`` (P, B), ``invariant`` (1, B) 1.0 where every point's label is
+  the same in all poses; with a canonicalizer ``identity_angle`` and
+  ``equivariance_angle`` as :func:`make_point_eval_step`; and ``label``, ``mask``.
+  """
+  from canon_jax import part_segmentation  # pylint: disable=import-outside-toplevel
+  q = jnp.asarray(rotations, jnp.float32)
+  table = jnp.asarray(part_mask, bool)
+  num_poses = q.shape[0]
+
+  def eval_step(params, batch_stats, batch):
+    points, labels = batch["points"], batch["label"]
+    b, n = labels.shape
+    copies = jnp.einsum("bnj,pij->pbni", points, q.astype(points.dtype))
+    model_out = model.apply(_variables(params, batch_stats),
+                            copies.reshape((num_poses * b,) + points.shape[1:]))
+    masks = jnp.tile(table[batch["category"]], (num_poses, 1))
+    preds = part_segmentation.restrict_to_parts(model_out.predictions, masks)
+    tiled = jnp.tile(labels, (num_poses, 1))
+    iou = part_segmentation.part_ious(preds, tiled, table.shape[1], masks)
+    preds = preds.reshape(num_poses, b, n)
+    out = {"iou": iou.reshape(num_poses, b),
+           "point_accuracy": jnp.mean((preds == labels[None]).astype(jnp.float32), -1),
+           "invariant": jnp.all(preds == preds[:1], axis=(0, 2))[None].astype(jnp.float32),
+           "label": labels, "mask": batch["mask"]}
+    if model_out.canonicalization is not None:
+      out.update(_frame_angles(model_out.canonicalization, q, num_poses, b))
+    return out
+
+  return eval_step
+
+
+def score_parts(gathered: dict[str, np.ndarray], has_canonicalizer: bool
+                ) -> dict[str, Any]:
+  """Metrics of one part-segmentation variant from :func:`gather_outputs`.
+
+  Keys: ``miou`` (instance mIoU at pose 0, the clouds as they are),
+  ``per_pose_miou`` (P,), ``g_averaged_miou`` (their mean), ``rotated_miou``
+  (mean over poses 1..P-1); the same for the per-point accuracy (``accuracy``,
+  ``per_element_accuracy``, ``g_averaged_accuracy``, ``rotated_accuracy``);
+  ``invariance_rate`` (shapes labelled identically in all poses), ``identity_rate``,
+  ``mean_identity_angle_deg``, ``max_equivariance_angle_deg`` (as
+  :func:`score_points`), ``num_examples``. Fractions in [0, 1].
+  """
+  real = np.asarray(gathered["mask"]) > 0
+  iou = np.asarray(gathered["iou"])[:, real]
+  acc = np.asarray(gathered["point_accuracy"])[:, real]
+  per_iou, per_acc = iou.mean(axis=1), acc.mean(axis=1)
+
+  def rest(x):
+    return float(np.mean(x[1:])) if len(x) > 1 else float(x[0])
+
+  identity_rate, mean_angle, max_equivariance = 1.0, None, None
+  if has_canonicalizer:
+    angle = np.asarray(gathered["identity_angle"])[0][real]
+    identity_rate = float(np.mean(angle < IDENTITY_TOLERANCE_DEG))
+    mean_angle = float(np.mean(angle))
+    max_equivariance = float(np.max(np.asarray(gathered["equivariance_angle"])[:, real]))
+  return {
+      "miou": float(per_iou[0]), "per_pose_miou": [float(x) for x in per_iou],
+      "g_averaged_miou": float(np.mean(per_iou)), "rotated_miou": rest(per_iou),
+      "accuracy": float(per_acc[0]), "per_element_accuracy": [float(x) for x in per_acc],
+      "g_averaged_accuracy": float(np.mean(per_acc)), "rotated_accuracy": rest(per_acc),
+      "invariance_rate": float(np.mean(np.asarray(gathered["invariant"])[0][real])),
+      "identity_rate": identity_rate, "mean_identity_angle_deg": mean_angle,
+      "max_equivariance_angle_deg": max_equivariance, "num_examples": int(real.sum()),
+  }
+
+
+def make_nbody_eval_step(model, rotations: np.ndarray, translations: np.ndarray
+                         ) -> Callable[[dict, dict, dict], EvalOutputs]:
+  """The n-body ``eval_step(params, batch_stats, batch) -> outputs`` (pure; jit it).
+
+  Args:
+    model: the variant's :class:`canon_jax.NBodyModel`.
+    rotations: (P, 3, 3) test rotations Q_p, ``rotations[0]`` the identity.
+    translations: (P, 3) test translations t_p, ``translations[0]`` zero.
+
+  ``batch``: ``particles`` (B, n, 7), ``label`` (B, n, 3), ``mask`` (B,). For every
+  pose the systems are moved by (Q_p, t_p) and so are the targets. Outputs:
+  ``sq_error`` (P, B) mean squared error per system; ``equivariance_error`` (P, B)
+  |(f(g_p . x) - t_p) Q_p - f(x)| / |f(x)| (0 for an E(3)-equivariant model);
+  with a canonicalizer ``identity_angle`` and ``equivariance_angle`` as
+  :func:`make_point_eval_step`; and ``label``, ``mask``.
+  """
+  from canon_jax.nbody import transform_particles  # pylint: disable=import-outside-toplevel
+  q = jnp.asarray(rotations, jnp.float32)
+  t = jnp.asarray(translations, jnp.float32)
+  num_poses = q.shape[0]
+
+  def eval_step(params, batch_stats, batch):
+    x, labels = batch["particles"], batch["label"]
+    b = x.shape[0]
+    qs, ts = jnp.repeat(q, b, axis=0), jnp.repeat(t, b, axis=0)       # pose-major
+    moved = transform_particles(jnp.tile(x, (num_poses, 1, 1)), qs, ts)
+    model_out = model.apply(_variables(params, batch_stats), moved)
+    pred = model_out.predictions                                      # (P * B, n, 3)
+    target = jnp.einsum("bnj,bij->bni", jnp.tile(labels, (num_poses, 1, 1)), qs) + ts[:, None]
+    sq_error = jnp.mean((pred - target) ** 2, axis=(1, 2)).reshape(num_poses, b)
+    back = jnp.einsum("bni,bij->bnj", pred - ts[:, None], qs).reshape(
+        (num_poses, b) + labels.shape[1:])
+    err = jnp.sqrt(jnp.sum((back - back[:1]) ** 2, axis=(2, 3))
+                   / jnp.maximum(jnp.sum(back[:1] ** 2, axis=(2, 3)), 1e-12))
+    out = {"sq_error": sq_error, "equivariance_error": err, "label": labels,
+           "mask": batch["mask"]}
+    if model_out.canonicalization is not None:
+      out.update(_frame_angles(model_out.canonicalization, q, num_poses, b))
+    return out
+
+  return eval_step
+
+
+def score_nbody(gathered: dict[str, np.ndarray], has_canonicalizer: bool
+                ) -> dict[str, Any]:
+  """Metrics of one n-body variant from :func:`gather_outputs` (JSON-ready).
+
+  Keys: ``mse`` (pose 0, the test systems as they are), ``per_pose_mse`` (P,),
+  ``averaged_mse`` (their mean), ``rotated_mse`` (mean over poses 1..P-1),
+  ``max_equivariance_error`` (largest relative deviation from E(3)-equivariance
+  over the test set), ``mean_identity_angle_deg`` (``None`` without canonicalizer),
+  ``num_examples``.
+  """
+  real = np.asarray(gathered["mask"]) > 0
+  per = np.asarray(gathered["sq_error"])[:, real].mean(axis=1)
+  mean_angle = None
+  if has_canonicalizer:
+    mean_angle = float(np.mean(np.asarray(gathered["identity_angle"])[0][real]))
+  return {
+      "mse": float(per[0]), "per_pose_mse": [float(x) for x in per],
+      "averaged_mse": float(np.mean(per)),
+      "rotated_mse": float(np.mean(per[1:])) if len(per) > 1 else float(per[0]),
+      "max_equivariance_error": float(np.max(np.asarray(
+          gathered["equivariance_error"])[:, real])),
+      "mean_identity_angle_deg": mean_angle, "num_examples": int(real.sum()),
+  }

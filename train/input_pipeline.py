@@ -24,9 +24,18 @@ from canon_jax import data as canon_data
 
 def get_datasets(config: ml_collections.ConfigDict) -> tuple[Any, Any]:
   """The training and evaluation splits named by ``config.data``: ``ImageDataset``s,
-  or ``PointCloudDataset``s when ``config.task == 'points'``."""
+  or ``PointCloudDataset``s when ``config.task == 'points'``, ``PartsDataset``s for
+  ``'parts'``, ``NBodyDataset``s for ``'nbody'``."""
   d = config.data
-  if config.get("task", "images") == "points":
+  task = config.get("task", "images")
+  if task in ("parts", "nbody"):
+    if task == "parts":
+      from canon_jax.data.parts import get_parts_dataset as get  # pylint: disable=import-outside-toplevel
+    else:
+      from canon_jax.data.nbody import get_nbody_dataset as get  # pylint: disable=import-outside-toplevel
+    return (get(d.name, d.train_split, data_dir=d.data_dir),
+            get(d.name, d.eval_split, data_dir=d.data_dir))
+  if task == "points":
     return (canon_data.get_point_cloud_dataset(d.name, d.train_split, data_dir=d.data_dir),
             canon_data.get_point_cloud_dataset(d.name, d.eval_split, data_dir=d.data_dir))
   kwargs = dict(data_dir=d.data_dir, image_size=d.image_size, channels=d.channels,

@@ -66,7 +66,12 @@ class SmallCNN(nn.Module):
     return nn.Dense(self.num_classes, name="head")(x).astype(jnp.float32)
 
 
-LOCAL_MODELS = {"small_cnn": SmallCNN}
+def _nbody_mlp(**kwargs) -> nn.Module:
+  from canon_jax.nbody import NBodyMLP  # pylint: disable=import-outside-toplevel
+  return NBodyMLP(**kwargs)
+
+
+LOCAL_MODELS = {"small_cnn": SmallCNN, "nbody_mlp": _nbody_mlp}
 """Predictors defined here, beside ``canon_jax.models.MODELS``."""
 
 
@@ -98,8 +103,9 @@ IMAGE_CANONICALIZERS = {
 def build_canonicalizer(config: ml_collections.ConfigDict) -> nn.Module:
   """The canonicalizer of ``config.canonicalizer``.
 
-  Point clouds (``config.task == 'points'``): ``PointCloudCanonicalizer(**fields)``.
-  Images: by ``type`` (default "equivariant"): ``ImageCanonicalizer(group=config.group,
+  Point clouds (``config.task`` 'points' or 'parts'): ``PointCloudCanonicalizer(
+  **fields)``; n-body ('nbody'): ``NBodyCanonicalizer(**fields)``. Images: by
+  ``type`` (default "equivariant"): ``ImageCanonicalizer(group=config.group,
   **fields)``; "optimized" / "optimized_rotation": the optimization-based
   canonicalizers (:mod:`canon_jax.opt_canonicalize`) around any network, named by
   ``network`` (``{'name': a predictor name, 'kwargs': {...}, 'features': D}``: the
@@ -107,8 +113,12 @@ def build_canonicalizer(config: ml_collections.ConfigDict) -> nn.Module:
   "optimized_rotation" D is 2).
   """
   fields = config.canonicalizer.to_dict()
-  if config.get("task", "images") == "points":
+  task = config.get("task", "images")
+  if task in ("points", "parts"):
     return canon_jax.PointCloudCanonicalizer(**fields)
+  if task == "nbody":
+    from canon_jax.nbody import NBodyCanonicalizer  # pylint: disable=import-outside-toplevel
+    return NBodyCanonicalizer(**fields)
   kind = fields.pop("type", "equivariant")
   if kind == "equivariant":
     return canon_jax.ImageCanonicalizer(group=config.group, **fields)
@@ -167,7 +177,8 @@ def variant_spec(config: ml_collections.ConfigDict, variant: str) -> VariantSpec
 def build_model(config: ml_collections.ConfigDict, spec: VariantSpec, num_classes: int,
                 mean_std: tuple[Sequence[float], Sequence[float]] | None
                 ) -> canon_jax.CanonicalizedModel:
-  """The :class:`canon_jax.CanonicalizedModel` of a variant.
+  """The :class:`canon_jax.CanonicalizedModel` of a variant
+  (:class:`canon_jax.NBodyModel` for ``config.task == 'nbody'``).
 
   Args:
     config: the run's config.
@@ -175,6 +186,12 @@ def build_model(config: ml_collections.ConfigDict, spec: VariantSpec, num_classe
     num_classes: logits of the predictor.
     mean_std: the predictor's input normalisation, from :func:`normalization`.
   """
+  if config.get("task", "images") == "nbody":
+    from canon_jax.nbody import NBodyModel  # pylint: disable=import-outside-toplevel
+    return NBodyModel(
+        predictor=build_predictor(config.model, num_classes),
+        canonicalizer=build_canonicalizer(config) if spec.canonicalize else None,
+        freeze_predictor=spec.freeze_predictor)
   mean, std = (None, None) if mean_std is None else (tuple(mean_std[0]), tuple(mean_std[1]))
   return canon_jax.CanonicalizedModel(
       predictor=build_predictor(config.model, num_classes),

@@ -80,14 +80,17 @@ class MetricWriter:
       writer.add_scalar(f"train/{name}", float(value), int(step))
 
   def write_eval(self, variant: str, step: int, results: Mapping[str, Any]) -> None:
-    """``eval/<name>`` TensorBoard scalars (and per-element accuracies)."""
+    """``eval/<name>`` TensorBoard scalars: every number of ``results``, and every
+    list of floats (per-element accuracies, ...) as ``eval/<name>/<index>``."""
     if not self._enabled:
       return
     writer = self._writer(variant)
-    for key in ("accuracy", "g_averaged_accuracy", "identity_rate", "invariance_rate"):
-      writer.add_scalar(f"eval/{key}", float(results[key]), int(step))
-    for g, acc in enumerate(results["per_element_accuracy"]):
-      writer.add_scalar(f"eval/per_element_accuracy/{g}", float(acc), int(step))
+    for key, value in results.items():
+      if isinstance(value, (int, float)) and not isinstance(value, bool):
+        writer.add_scalar(f"eval/{key}", float(value), int(step))
+      elif isinstance(value, list) and all(isinstance(v, float) for v in value):
+        for g, v in enumerate(value):
+          writer.add_scalar(f"eval/{key}/{g}", v, int(step))
     writer.flush()
 
   def close(self) -> None:

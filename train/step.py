@@ -8,12 +8,14 @@ Loss (per batch of B images or point clouds; :class:`canon_jax.CanonicalizedMode
 computes the prior, :func:`canon_jax.canonicalization_prior`)::
 
   out   = model.apply(variables, inputs, train=True, prior_target=...)
-  task  = mean_b mask_b * CE(out.predictions_b, label_b) / mean_b mask_b
+  task  = mean_b mask_b * L(out.predictions_b, label_b) / mean_b mask_b
   loss  = task + spec.prior_weight * out.prior + out.auxiliary
 
 where the inputs are the batch as it is, or ``g_b . x_b`` with a random element (or
 rotation) ``g_b`` per example when ``spec.augment`` (the prior's target then moves
-with ``g_b``).
+with ``g_b``; so do the labels of an equivariant task, ``task.train_labels``), and
+L is the task's per-example loss (``task.per_example_loss``: cross-entropy for the
+classification tasks, mean squared error for n-body).
 """
 from __future__ import annotations
 
@@ -190,8 +192,8 @@ def make_train_step(model: canon_jax.CanonicalizedModel, tx: optax.GradientTrans
     ``label`` (B,) int32 and ``mask`` (B,) float32; ``rng`` is the variant's base
     key (the step folds in ``state.step``, so a resumed run draws the same
     numbers). ``metrics`` are float32 scalars: ``loss``, ``task_loss``,
-    ``prior_loss``, ``accuracy`` (on the training batch, after
-    augmentation/canonicalization), ``identity_rate`` (fraction of the batch the
+    ``prior_loss``, the task's :meth:`batch_metrics` (``accuracy`` on the training
+    batch, after augmentation/canonicalization; ``mse`` for n-body), ``identity_rate`` (fraction of the batch the
     canonicalizer maps to its prior's target: images, the element 0 or the applied
     element when ``spec.augment``; point clouds, within 30 degrees of the applied
     rotation; 1 without canonicalizer), ``grad_norm`` and the learning rates of this
@@ -204,6 +206,7 @@ def make_train_step(model: canon_jax.CanonicalizedModel, tx: optax.GradientTrans
     gumbel_rng = jax.random.fold_in(dropout_rng, 1)
     labels, mask = batch["label"], batch["mask"]
     inputs, target = task.train_inputs(aug_rng, batch[task.input_key], spec.augment)
+    labels = task.train_labels(labels, target)
     prior_target = prior_targets(
         model, spec, task, {"params": state.params, "batch_stats": state.batch_stats},
         inputs, target, dataset_prior)
@@ -213,8 +216,7 @@ def make_train_step(model: canon_jax.CanonicalizedModel, tx: optax.GradientTrans
           {"params": params, "batch_stats": state.batch_stats}, inputs, train=True,
           prior_target=prior_target, mutable=["batch_stats"],
           rngs={"dropout": dropout_rng, "gumbel": gumbel_rng})
-      task_loss = _masked_mean(optax.softmax_cross_entropy_with_integer_labels(
-          out.predictions, labels), mask)
+      task_loss = _masked_mean(task.per_example_loss(out.predictions, labels), mask)
       loss = task_loss + spec.prior_weight * out.prior + out.auxiliary
       return loss, (out, updates.get("batch_stats", {}), task_loss)
 
@@ -228,8 +230,8 @@ def make_train_step(model: canon_jax.CanonicalizedModel, tx: optax.GradientTrans
                 _masked_mean(task.identity_hits(out.canonicalization, target), mask))
     metrics = {
         "loss": loss, "task_loss": task_loss, "prior_loss": out.prior,
-        "accuracy": _masked_mean(
-            (jnp.argmax(out.predictions, -1) == labels).astype(jnp.float32), mask),
+        **{k: _masked_mean(v, mask)
+           for k, v in task.batch_metrics(out.predictions, labels).items()},
         "identity_rate": identity, "grad_norm": optax.global_norm(grads),
         **{f"lr_{k}": schedule(state.step - 1) for k, schedule in schedules.items()}}
     return state, {k: jnp.asarray(v, jnp.float32) for k, v in metrics.items()}

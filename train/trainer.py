@@ -109,10 +109,11 @@ def _strict_merge(loaded: dict[str, Any], initial: dict[str, Any], what: str) ->
 
 
 def _batch_shardings(run: _Run) -> dict[str, NamedSharding]:
-  """Shardings of a global batch: inputs, labels and masks split on ``'data'``."""
-  ndim = 1 + len(run.train_ds.input_shape)
-  return {run.task.input_key: input_pipeline.batch_sharding(run.mesh, ndim),
-          "label": input_pipeline.batch_sharding(run.mesh, 1),
+  """Shardings of a global batch: every entry of an example (inputs, labels, ...)
+  and the masks split on ``'data'``."""
+  example = run.train_ds[0]
+  return {**{k: input_pipeline.batch_sharding(run.mesh, 1 + np.ndim(v))
+             for k, v in example.items()},
           "mask": input_pipeline.batch_sharding(run.mesh, 1)}
 
 
@@ -269,7 +270,8 @@ def _run_variant(run: _Run, variant: str, finished: dict[str, TrainState]) -> _V
         raise FloatingPointError(f"[{variant}] loss is {metrics['loss']} at step {step}; "
                                  "lower the learning rates.")
       bar.update(1)
-      bar.set_postfix(loss=f"{metrics['loss']:.3f}", acc=f"{metrics['accuracy']:.3f}",
+      key = run.task.progress_metric
+      bar.set_postfix({"loss": f"{metrics['loss']:.3f}", key: f"{metrics[key]:.3f}"},
                       refresh=False)
       if step % config.log_every_steps == 0 or step == num_steps:
         # This step's values, not a window mean: a resumed run logs the same lines.
@@ -292,9 +294,7 @@ def _run_variant(run: _Run, variant: str, finished: dict[str, TrainState]) -> _V
   run.writer.write_eval(variant, num_steps, results)
   if run.is_chief:
     report.write_json(os.path.join(run.workdir, "results", f"{variant}.json"), results)
-  _log(f"[{variant}] {run.task.average_name}-averaged accuracy "
-       f"{100 * results['g_averaged_accuracy']:.2f}%, upright {100 * results['accuracy']:.2f}% "
-       f"(eval {time.time() - t0:.1f}s)")
+  _log(f"[{variant}] {run.task.summary(results)} (eval {time.time() - t0:.1f}s)")
   return _VariantOutcome(state, results, traces[0], visuals=visuals)
 
 
@@ -358,14 +358,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   summary = report.eval_summary(results, config.variants[-1])
   if is_chief:
     report.write_json(os.path.join(workdir, "eval.json"), summary)
-    report.plot_per_element_accuracy(results, run.task.pose_labels,
-                                     run.task.pose_axis_label,
-                                     os.path.join(workdir, "per_element_accuracy.png"))
+    if all("per_element_accuracy" in r for r in results.values()):
+      report.plot_per_element_accuracy(results, run.task.pose_labels,
+                                       run.task.pose_axis_label,
+                                       os.path.join(workdir, "per_element_accuracy.png"))
     if visuals is not None:
       report.plot_canonicalization(visuals["inputs"], visuals["canonical"],
                                    visuals["elements"], run.task.group,
                                    os.path.join(workdir, "canonicalization.png"))
-    print("\n" + report.format_table(results, run.task.average_name), flush=True)
+    print("\n" + run.task.table(results), flush=True)
     print(f"\nwrote {os.path.join(workdir, 'eval.json')}", flush=True)
   return {"results": results, "states": finished, "train_step_traces": traces,
           "interrupted": None, "eval": summary}

@@ -60,3 +60,14 @@ def __getattr__(name: str):
 
 def __dir__() -> list[str]:
   return sorted(set(globals()) | set(__all__))
+
+# E(3) n-body and part segmentation (loaded on first use, like the names above).
+_EXPORTS_NBODY_PARTS = {
+    "nbody": ("CanonNBody", "NBodyDataset", "get_nbody_dataset", "make_nbody",
+              "pack_particles"),
+    "parts": ("CanonParts", "PartsDataset", "ShapenetPartHdf5", "get_parts_dataset",
+              "make_parts"),
+}
+_MODULE_OF.update({name: module for module, names in _EXPORTS_NBODY_PARTS.items()
+                   for name in names})
+__all__ = sorted(_MODULE_OF)

@@ -61,3 +61,17 @@ __all__ = [
     # Promptable segmentation (not classifiers, so not in MODELS).
     "SAM_VARIANTS", "Sam", "SamTiny", "SamViTB", "SamViTH", "SamViTL", "box_predictor",
 ]
+
+# Part segmentation: (B, N, 3) -> (B, N, num_classes) per-point logits.
+from canon_jax.models.segmentation_heads import (  # noqa: E402
+    DGCNNSegmentation, DGCNNSegmentationTiny, PointNetSegmentation,
+    PointNetSegmentationTiny)
+
+MODELS.update({
+    "pointnet_seg": PointNetSegmentation,
+    "pointnet_seg_tiny": PointNetSegmentationTiny,  # test-sized
+    "dgcnn_seg": DGCNNSegmentation,
+    "dgcnn_seg_tiny": DGCNNSegmentationTiny,  # test-sized
+})
+__all__ += ["DGCNNSegmentation", "DGCNNSegmentationTiny", "PointNetSegmentation",
+            "PointNetSegmentationTiny"]
