@@ -157,6 +157,10 @@ def test_segment_run_trains_resumes_and_scores(tmp_path):
   jax.tree.map(np.testing.assert_array_equal, jax.device_get(again["state"].params),
                jax.device_get(outcome["state"].params))
 
+  config.training.batch_size = 4       # another order of the images: no silent resume
+  with pytest.raises(ValueError, match=r"another order.*'batch_size': \(8, 4\)"):
+    segment.run(config, str(tmp_path))
+
 
 @pytest.mark.parametrize("field, value, message", [
     ("training.task_weight", 1.0, "config.training.task_weight must be 0"),

@@ -14,9 +14,12 @@ Training (:func:`train_canonicalizer`): data parallel like :mod:`train.trainer` 
 update step with the state donated), SGD with momentum, coupled weight decay and the
 learning rate x0.1 after each epoch of ``config.training.milestones``. The order of
 the training images is a function of the step (a fresh permutation per epoch from
-``(seed, epoch)``), so a checkpoint holds only the state and the step: every
+``(seed, epoch)``), so a checkpoint holds the state and the input position (the step,
+with the seed, number of images and batch size that fix the order): every
 ``config.checkpoint_every_steps``, at the end, and on SIGTERM/SIGINT the state goes
-to ``WORKDIR/checkpoints/canonicalizer`` (orbax); running again resumes.
+to ``WORKDIR/checkpoints/canonicalizer`` (orbax, written synchronously); running
+again resumes, also after a SIGKILL (from the last checkpoint), and ends with the
+state of an uninterrupted run, bit for bit.
 
 Evaluation (:func:`evaluate_sam`): ``sam`` (the predictor alone) and
 ``sam+canonicalizer`` (:func:`canon_jax.segmentation.segment_images`), each through
@@ -269,10 +272,20 @@ def train_canonicalizer(config: ml_collections.ConfigDict, workdir: str
 
   manager = checkpointing.make_manager(os.path.join(workdir, "checkpoints", VARIANT),
                                        config.keep_checkpoints)
+  # The input position: the step, and what makes the order of the images a function
+  # of it (a checkpoint of another order cannot be resumed exactly).
+  order = {"seed": int(config.seed), "num_examples": len(images),
+           "batch_size": int(t.batch_size)}
   start = 0
   if manager.latest_step() is not None:
-    state, _ = checkpointing.restore(manager, manager.latest_step(), state)
-    start = int(manager.latest_step())
+    state, position = checkpointing.restore(manager, manager.latest_step(), state)
+    changed = {k: (position.get(k), v) for k, v in order.items() if position.get(k) != v}
+    if changed:
+      raise ValueError(
+          f"The checkpoint in {manager.directory} was written with another order of the "
+          f"training images (field: (saved, now)): {changed}. Use a new workdir, or the "
+          "saved config.")
+    start = int(position["step"])
     _log(f"[canonicalizer] resumed from step {start}")
   local = t.batch_size // jax.process_count()
   rows = slice(jax.process_index() * local, (jax.process_index() + 1) * local)
@@ -301,7 +314,7 @@ def train_canonicalizer(config: ml_collections.ConfigDict, workdir: str
           writer.write_step(VARIANT, done, metrics)
         preempted = flag.any_set()
         if done % config.checkpoint_every_steps == 0 or done == num_steps or preempted:
-          checkpointing.save(manager, done, state, {"step": done})
+          checkpointing.save(manager, done, state, {"step": done, **order})
         if preempted and done < num_steps:
           signum = flag.signum
           _log(f"[canonicalizer] signal {signum}: checkpoint saved at step {done}; run "
