@@ -10,6 +10,7 @@ import pytest
 import tensorflow_datasets as tfds
 from PIL import Image
 
+import canon_jax
 from canon_jax import coco_eval, segmentation
 from canon_jax.data import CocoInstances, make_synthetic_instances
 from helpers import set_field
@@ -82,6 +83,41 @@ def test_coco_instances_resize_pad_and_keep_masks_and_boxes_aligned(coco_dir):
   scores = evaluator.compute()
   for t in ("segm", "bbox"):
     assert scores[f"{t}/AP"] == pytest.approx(1.0) == scores[f"{t}/AP_medium"]
+
+
+def test_coco_prompt_boxes_move_exactly_under_c4(coco_dir, tmp_path):
+  """Fractional boxes are put on the 1/64-pixel grid, where every rotation by 90
+  degrees is exact in float32: the prompts moved by g and canonicalized by (g e)^-1
+  are the numbers canonicalized by e^-1 (off the grid they are not)."""
+  with open(os.path.join(coco_dir, "instances.json")) as f:
+    data = json.load(f)
+  data["annotations"] = [{"id": 1, "image_id": 9, "category_id": 5, "iscrowd": 0,
+                          "area": 60.0, "bbox": [3.3, 7.7, 11.1, 5.5],
+                          "segmentation": [[3.3, 7.7, 14.4, 7.7, 14.4, 13.2, 3.3, 13.2]]}]
+  with open(tmp_path / "fractional.json", "w") as f:
+    json.dump(data, f)
+  ds = CocoInstances(str(tmp_path / "fractional.json"), os.path.join(coco_dir, "images"),
+                     image_size=40)
+  box = ds[0][1].boxes                                         # scaled by 0.8
+  exact = np.asarray([3.3, 7.7, 14.4, 13.2]) * 0.8
+  assert np.all(box[0] * 64 == np.round(box[0] * 64))
+  assert np.abs(box[0] - exact).max() <= 1 / 128
+  c4 = canon_jax.from_name("C4")
+
+  def round_trip_is_exact(boxes):
+    boxes = jnp.asarray(np.tile(boxes, (4, 1, 1)), jnp.float32)
+    e = jnp.arange(4)
+    for g in range(4):
+      moved = canon_jax.transform_boxes(boxes, c4, jnp.full((4,), g), (40, 40))
+      via = canon_jax.transform_boxes(moved, c4, c4.inverse(c4.compose(jnp.full((4,), g), e)),
+                                      (40, 40))
+      if not np.array_equal(via, canon_jax.transform_boxes(boxes, c4, c4.inverse(e),
+                                                           (40, 40))):
+        return False
+    return True
+
+  assert round_trip_is_exact(box)
+  assert not round_trip_is_exact(exact[None].astype(np.float32))
 
 
 def test_coco_instances_errors(coco_dir, tmp_path):

@@ -10,9 +10,10 @@ example for the equivariant pipeline (C4/D4 rotations need square images):
   ``image_size x image_size`` (SAM's own layout), RGB float32 in [0, 1];
 * each non-crowd annotation gives a prompt: a mask (``COCO.annToMask`` of its
   polygons or RLE, resized with nearest-neighbour sampling at pixel centres and
-  padded alike), its box (the annotation's ``bbox``, xywh, scaled and converted to
-  xyxy pixel-edge coordinates) and its category id (COCO's, >= 1); prompts are
-  padded to ``max_instances`` slots (``valid`` marks the real ones);
+  padded alike), its box (the annotation's ``bbox``, xywh, scaled, converted to
+  xyxy pixel-edge coordinates and rounded to a multiple of 1 / :data:`BOX_GRID`
+  pixel) and its category id (COCO's, >= 1); prompts are padded to
+  ``max_instances`` slots (``valid`` marks the real ones);
 * the image's original size and all its annotations as the file gives them, crowd
   regions included, for scoring in original coordinates
   (:class:`canon_jax.coco_eval.OriginalImage`).
@@ -32,6 +33,14 @@ import numpy as np
 from canon_jax.coco_eval import ANNOTATION_KEYS, OriginalImage, resize_masks_nearest
 from canon_jax.data.image_ops import longest_side_shape, resize_longest_side_and_pad
 from canon_jax.segmentation import Instances
+
+
+BOX_GRID = 64
+"""Prompt boxes are multiples of 1 / BOX_GRID pixel (at most 1/128 pixel off). On such
+a grid every rotation by 90 degrees and flip of the S x S example moves a box exactly
+in float32 (for S up to 2^24 / BOX_GRID), so at every pose of the C4 / D4 protocol the
+canonicalized prompts reach the predictor as the same numbers; arbitrary fractions
+would pick up rounding errors on the way (``x - S/2`` is inexact)."""
 
 
 def _coco_api():
@@ -133,8 +142,8 @@ class CocoInstances:
       mask = self.coco.annToMask(ann).astype(bool)
       masks[j, :nh, :nw] = resize_masks_nearest(mask, nh, nw)
       x, y, bw, bh = ann["bbox"]
-      boxes[j] = np.asarray([x, y, x + bw, y + bh], np.float32) * np.float32(
-          [nw / w, nh / h, nw / w, nh / h])
+      scaled = np.asarray([x, y, x + bw, y + bh]) * [nw / w, nh / h, nw / w, nh / h]
+      boxes[j] = np.round(scaled * BOX_GRID) / BOX_GRID
       labels[j] = int(ann["category_id"])
       valid[j] = True
     return out, Instances(masks=masks, boxes=boxes, labels=labels, valid=valid), original
