@@ -171,7 +171,7 @@ def _check_original(original: Any, name: str) -> OriginalImage:
     if missing:
       raise ValueError(f"{name}.annotations[{j}] must have the COCO fields "
                        f"{ANNOTATION_KEYS}; missing {missing}.")
-    if int(ann["category_id"]) < 1 or ann["iscrowd"] not in (0, 1, False, True):
+    if int(ann["category_id"]) < 1 or ann["iscrowd"] not in (0, 1):
       raise ValueError(f"{name}.annotations[{j}] needs category_id >= 1 and iscrowd 0 "
                        f"or 1; got {ann['category_id']!r}, {ann['iscrowd']!r}.")
   return original

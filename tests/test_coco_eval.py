@@ -145,6 +145,21 @@ def test_rejects_bad_input():
     coco_eval.coco_map(gt._replace(labels=np.zeros_like(gt.labels)), pred)
   with pytest.raises(ValueError, match="iou_types"):
     coco_eval.CocoEvaluator(("keypoints",))
+  annotations, detections = _crowd_case()
+  evaluator = coco_eval.CocoEvaluator()
+  with pytest.raises(ValueError, match="describe the B = 1 images"):
+    evaluator.add_original([], detections)
+  bad = ({k: v for k, v in annotations[0].items() if k != "area"},)
+  with pytest.raises(ValueError, match=r"annotations\[0\] must have.*missing \['area'\]"):
+    evaluator.add_original([coco_eval.OriginalImage(SIZE, SIZE, bad)], detections)
+  with pytest.raises(ValueError, match="iscrowd 0 or 1"):
+    evaluator.add_original([coco_eval.OriginalImage(
+        SIZE, SIZE, ({**annotations[0], "iscrowd": 2},))], detections)
+  with pytest.raises(ValueError, match="non-crowd"):
+    evaluator.add_original([coco_eval.OriginalImage(SIZE, SIZE, annotations[1:])], detections)
+    evaluator.compute()
+  with pytest.raises(ValueError, match="batches must yield"):
+    coco_eval.group_averaged_map(lambda *a: None, [(1, 2, 3, 4)], "C4")
 
 
 def _crowd_case():
