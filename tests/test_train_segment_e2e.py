@@ -109,6 +109,7 @@ def _wait_for_checkpoint(workdir, proc, timeout=240.0):
     time.sleep(0.005)
 
 
+@pytest.mark.slow
 def test_resume_after_sigkill_mid_training_matches_uninterrupted_run(tiny_random_run,
                                                                      tmp_path):
   reference, want_eval = tiny_random_run
