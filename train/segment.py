@@ -279,7 +279,8 @@ def train_canonicalizer(config: ml_collections.ConfigDict, workdir: str
   start = 0
   if manager.latest_step() is not None:
     state, position = checkpointing.restore(manager, manager.latest_step(), state)
-    changed = {k: (position.get(k), v) for k, v in order.items() if position.get(k) != v}
+    changed = {k: (position[k], v) for k, v in order.items()
+               if k in position and position[k] != v}   # older checkpoints: step only
     if changed:
       raise ValueError(
           f"The checkpoint in {manager.directory} was written with another order of the "
