@@ -7,8 +7,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+import tensorflow_datasets as tfds
 from PIL import Image
 
+import canon_jax
 from canon_jax import coco_eval, segmentation
 from canon_jax.data import CocoInstances, make_synthetic_instances
 from helpers import set_field
@@ -19,11 +21,12 @@ from train.step import TrainState
 
 @pytest.fixture(scope="module")
 def coco_dir(tmp_path_factory):
-  """Two images and a COCO instances file: a polygon rectangle, an RLE mask, a crowd."""
+  """Two images and a COCO instances file: a polygon rectangle and a crowd region on a
+  100 x 200 image, an RLE mask on a 50 x 25 one."""
   root = tmp_path_factory.mktemp("coco")
   os.makedirs(root / "images")
   rng = np.random.default_rng(0)
-  Image.fromarray(rng.integers(0, 255, (40, 80, 3), dtype=np.uint8)).save(
+  Image.fromarray(rng.integers(0, 255, (100, 200, 3), dtype=np.uint8)).save(
       root / "images" / "a.png")
   Image.fromarray(rng.integers(0, 255, (50, 25, 3), dtype=np.uint8)).save(
       root / "images" / "b.png")
@@ -33,15 +36,16 @@ def coco_dir(tmp_path_factory):
   rle = mask_utils.encode(np.asfortranarray(rle_mask))
   rle["counts"] = rle["counts"].decode()
   annotations = {
-      "images": [{"id": 7, "file_name": "a.png", "height": 40, "width": 80},
+      "images": [{"id": 7, "file_name": "a.png", "height": 100, "width": 200},
                  {"id": 9, "file_name": "b.png", "height": 50, "width": 25}],
       "categories": [{"id": 3, "name": "thing"}, {"id": 5, "name": "other"}],
       "annotations": [
-          # Rectangle x in [8, 40), y in [4, 20): polygon and bbox agree.
-          {"id": 1, "image_id": 7, "category_id": 3, "iscrowd": 0, "area": 512.0,
-           "bbox": [8, 4, 32, 16], "segmentation": [[8, 4, 40, 4, 40, 20, 8, 20]]},
-          {"id": 2, "image_id": 7, "category_id": 5, "iscrowd": 1, "area": 10.0,
-           "bbox": [0, 0, 2, 5], "segmentation": [[0, 0, 2, 0, 2, 5, 0, 5]]},
+          # Rectangle x in [50, 100), y in [20, 60): polygon and bbox agree. 2000
+          # pixels: "medium" here, "small" (80 pixels) on a 40 x 40 model input.
+          {"id": 1, "image_id": 7, "category_id": 3, "iscrowd": 0, "area": 2000.0,
+           "bbox": [50, 20, 50, 40], "segmentation": [[50, 20, 100, 20, 100, 60, 50, 60]]},
+          {"id": 2, "image_id": 7, "category_id": 5, "iscrowd": 1, "area": 250.0,
+           "bbox": [0, 0, 10, 25], "segmentation": [[0, 0, 10, 0, 10, 25, 0, 25]]},
           {"id": 3, "image_id": 9, "category_id": 5, "iscrowd": 0, "area": 200.0,
            "bbox": [5, 10, 10, 20], "segmentation": rle},
       ]}
@@ -53,25 +57,67 @@ def coco_dir(tmp_path_factory):
 def test_coco_instances_resize_pad_and_keep_masks_and_boxes_aligned(coco_dir):
   ds = CocoInstances(os.path.join(coco_dir, "instances.json"),
                      os.path.join(coco_dir, "images"), image_size=40)
-  assert ds.image_ids == [7, 9] and ds.max_instances == 1  # the crowd one is skipped
-  image, inst = ds[0]                     # 40 x 80 -> 20 x 40, padded to 40 x 40
+  assert ds.image_ids == [7, 9] and ds.max_instances == 1  # the crowd one is no prompt
+  image, inst, original = ds[0]           # 100 x 200 -> 20 x 40, padded to 40 x 40
   assert image.shape == (40, 40, 3) and image.dtype == np.float32
   assert np.all(image[20:] == 0) and 0 <= image.min() and image.max() <= 1
-  np.testing.assert_allclose(inst.boxes[0], [4, 2, 20, 10])
+  np.testing.assert_allclose(inst.boxes[0], [10, 4, 20, 12])
   want = np.zeros((40, 40), bool)
-  want[2:10, 4:20] = True
+  want[4:12, 10:20] = True
   np.testing.assert_array_equal(inst.masks[0], want)
   assert inst.labels[0] == 3 and inst.valid[0]
-  image, inst = ds[1]                     # 50 x 25 -> 40 x 20
+  assert (original.height, original.width) == (100, 200)
+  assert [a["iscrowd"] for a in original.annotations] == [0, 1]   # the crowd one is kept
+  assert original.annotations[0]["bbox"] == [50, 20, 50, 40]      # original pixels
+  image, inst, original = ds[1]           # 50 x 25 -> 40 x 20
   np.testing.assert_allclose(inst.boxes[0], [4, 8, 12, 24])
   assert inst.masks[0, 8:24, 4:12].all() and inst.masks[0].sum() == 16 * 8
   assert np.all(image[:, 20:] == 0)
 
-  # The masks and boxes are consistent: the ground truth scores AP 1 on itself.
-  images, truth = next(ds.batches(2))
+  # The prompts are consistent with the annotations: mapped back to the original
+  # images they score AP 1 there (in the 'medium' bucket for the rectangle).
+  images, truth, originals = next(ds.batches(2))
   assert images.shape == (2, 40, 40, 3) and truth.masks.shape == (2, 1, 40, 40)
-  scores = coco_eval.coco_map(truth, truth._replace(scores=np.ones((2, 1))))
-  assert scores["segm/AP"] == pytest.approx(1.0) and scores["bbox/AP"] == pytest.approx(1.0)
+  evaluator = coco_eval.CocoEvaluator()
+  evaluator.add_original(originals, truth._replace(scores=np.ones((2, 1))))
+  scores = evaluator.compute()
+  for t in ("segm", "bbox"):
+    assert scores[f"{t}/AP"] == pytest.approx(1.0) == scores[f"{t}/AP_medium"]
+
+
+def test_coco_prompt_boxes_move_exactly_under_c4(coco_dir, tmp_path):
+  """Fractional boxes are put on the 1/64-pixel grid, where every rotation by 90
+  degrees is exact in float32: the prompts moved by g and canonicalized by (g e)^-1
+  are the numbers canonicalized by e^-1 (off the grid they are not)."""
+  with open(os.path.join(coco_dir, "instances.json")) as f:
+    data = json.load(f)
+  data["annotations"] = [{"id": 1, "image_id": 9, "category_id": 5, "iscrowd": 0,
+                          "area": 60.0, "bbox": [3.3, 7.7, 11.1, 5.5],
+                          "segmentation": [[3.3, 7.7, 14.4, 7.7, 14.4, 13.2, 3.3, 13.2]]}]
+  with open(tmp_path / "fractional.json", "w") as f:
+    json.dump(data, f)
+  ds = CocoInstances(str(tmp_path / "fractional.json"), os.path.join(coco_dir, "images"),
+                     image_size=40)
+  box = ds[0][1].boxes                                         # scaled by 0.8
+  exact = np.asarray([3.3, 7.7, 14.4, 13.2]) * 0.8
+  assert np.all(box[0] * 64 == np.round(box[0] * 64))
+  assert np.abs(box[0] - exact).max() <= 1 / 128
+  c4 = canon_jax.from_name("C4")
+
+  def round_trip_is_exact(boxes):
+    boxes = jnp.asarray(np.tile(boxes, (4, 1, 1)), jnp.float32)
+    e = jnp.arange(4)
+    for g in range(4):
+      moved = canon_jax.transform_boxes(boxes, c4, jnp.full((4,), g), (40, 40))
+      via = canon_jax.transform_boxes(moved, c4, c4.inverse(c4.compose(jnp.full((4,), g), e)),
+                                      (40, 40))
+      if not np.array_equal(via, canon_jax.transform_boxes(boxes, c4, c4.inverse(e),
+                                                           (40, 40))):
+        return False
+    return True
+
+  assert round_trip_is_exact(box)
+  assert not round_trip_is_exact(exact[None].astype(np.float32))
 
 
 def test_coco_instances_errors(coco_dir, tmp_path):
@@ -147,6 +193,10 @@ def test_segment_run_trains_resumes_and_scores(tmp_path):
   jax.tree.map(np.testing.assert_array_equal, jax.device_get(again["state"].params),
                jax.device_get(outcome["state"].params))
 
+  config.training.batch_size = 4       # another order of the images: no silent resume
+  with pytest.raises(ValueError, match=r"another order.*'batch_size': \(8, 4\)"):
+    segment.run(config, str(tmp_path))
+
 
 @pytest.mark.parametrize("field, value, message", [
     ("training.task_weight", 1.0, "config.training.task_weight must be 0"),
@@ -172,6 +222,74 @@ def test_unprepared_coco_says_how_to_prepare_it(tmp_path):
   config.data.data_dir = str(tmp_path)
   with pytest.raises(ValueError, match="download_and_prepare"):
     segment.TrainImages(config)
+
+
+@pytest.fixture(scope="module")
+def coco_tfds_metadata(tmp_path_factory):
+  """A TFDS data_dir holding coco/2017's metadata files (dataset_info.json,
+  features.json) as ``download_and_prepare`` writes them, for
+  ``tfds.testing.mock_data``. They come from TFDS's own coco builder, whose
+  ``_info()`` names ``tf.int64`` (the only TensorFlow it needs here): a stand-in
+  replaces it while the builder describes its features."""
+  import types
+  from unittest import mock
+  from tensorflow_datasets.object_detection import coco as tfds_coco
+  root = str(tmp_path_factory.mktemp("tfds_metadata"))
+  with mock.patch.object(tfds_coco, "tf", types.SimpleNamespace(int64=np.int64)):
+    builder = tfds.builder("coco/2017", data_dir=root)
+    info = builder.info
+  template = tfds.core.ShardedFileTemplate(data_dir=builder.data_dir, dataset_name="coco",
+                                           split="train", filetype_suffix="array_record")
+  info.set_splits(tfds.core.SplitDict([tfds.core.SplitInfo(
+      name="train", shard_lengths=[6], num_bytes=0, filename_template=template)]))
+  info.set_file_format("array_record", override=True)
+  os.makedirs(builder.data_dir)
+  info.write_to_directory(builder.data_dir)
+  return root
+
+
+def _mock_coco(metadata_dir, num_examples=6):
+  return tfds.testing.mock_data(num_examples=num_examples, data_dir=metadata_dir,
+                                policy=tfds.testing.MockPolicy.USE_FILES)
+
+
+def test_coco_training_images_from_tfds_data_source(coco_tfds_metadata, tmp_path):
+  config = coco_sam_c4.get_config()
+  config.data.data_dir = str(tmp_path)      # mock_data serves the files instead
+  config.data.image_size = 32
+  with _mock_coco(coco_tfds_metadata):
+    images = segment.TrainImages(config)
+    records = tfds.core.read_only_builder.builder_from_files(
+        "coco/2017", data_dir=str(tmp_path)).as_data_source(split="train")
+    assert len(images) == 6
+    for i in range(6):
+      raw = records[i]["image"]              # (H, W, 3) uint8 of varying size
+      assert raw.dtype == np.uint8 and raw.ndim == 3
+      np.testing.assert_array_equal(images[i], segment.square_image(raw, 32))
+      assert images[i].shape == (32, 32, 3) and images[i].dtype == np.float32
+
+
+def test_segment_run_on_coco(coco_tfds_metadata, coco_dir, tmp_path):
+  """Training images through the TFDS coco/2017 data source (mock data), validation
+  from an instances file, scored in the original image coordinates."""
+  config = tiny_config()
+  config.data.name = "coco/2017"
+  config.data.data_dir = str(tmp_path / "tfds")
+  config.data.image_size = 40
+  config.data.val_annotations = os.path.join(coco_dir, "instances.json")
+  config.data.val_images = os.path.join(coco_dir, "images")
+  config.training.update(dict(batch_size=4, num_epochs=1))
+  with _mock_coco(coco_tfds_metadata, num_examples=8):
+    outcome = segment.run(config, str(tmp_path / "run"))
+  assert [r["step"] for r in map(json.loads, open(tmp_path / "run" / "metrics.jsonl"))] == [1, 2]
+  for name in ("sam", "sam+canonicalizer"):
+    entry = outcome["eval"][name]
+    # The box-filling baseline reproduces both rectangles exactly at every pose; the
+    # 2000-pixel one counts as "medium" (original pixels), the crowd region is ignored.
+    assert entry["per_element_mAP"] == pytest.approx([1.0] * 4)
+    assert entry["metrics"]["segm/AP_medium"] == pytest.approx(1.0)
+    assert entry["metrics"]["bbox/AP_small"] == pytest.approx(1.0)
+    assert entry["prompt_mIoU"] == 1.0
 
 
 def test_square_image_matches_sam_layout():

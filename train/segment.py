@@ -14,21 +14,29 @@ Training (:func:`train_canonicalizer`): data parallel like :mod:`train.trainer` 
 update step with the state donated), SGD with momentum, coupled weight decay and the
 learning rate x0.1 after each epoch of ``config.training.milestones``. The order of
 the training images is a function of the step (a fresh permutation per epoch from
-``(seed, epoch)``), so a checkpoint holds only the state and the step: every
+``(seed, epoch)``), so a checkpoint holds the state and the input position (the step,
+with the seed, number of images and batch size that fix the order): every
 ``config.checkpoint_every_steps``, at the end, and on SIGTERM/SIGINT the state goes
-to ``WORKDIR/checkpoints/canonicalizer`` (orbax); running again resumes.
+to ``WORKDIR/checkpoints/canonicalizer`` (orbax, written synchronously); running
+again resumes, also after a SIGKILL (from the last checkpoint), and ends with the
+state of an uninterrupted run, bit for bit.
 
 Evaluation (:func:`evaluate_sam`): ``sam`` (the predictor alone) and
 ``sam+canonicalizer`` (:func:`canon_jax.segmentation.segment_images`), each through
 :func:`canon_jax.coco_eval.group_averaged_map`. Writes ``WORKDIR/eval.json``:
-``{"sam": {"mAP", "group_averaged_mAP", "per_element_mAP", "box_mAP", ...},
+``{"sam": {"mAP", "group_averaged_mAP", "per_element_mAP", "box_mAP",
+"prompt_mIoU", "group_averaged_prompt_mIoU", "per_element_prompt_mIoU", ...},
 "sam+canonicalizer": {...}, "identity_rate": ...}`` (mAP = COCO mask AP at IoU
-0.50:0.95, in [0, 1]).
+0.50:0.95, in [0, 1]; prompt mIoU = mean IoU of each box prompt's mask with its
+ground-truth mask on the model input, which stays informative where a random test
+model scores no AP). COCO is scored in the original image coordinates, crowd
+regions as ignore regions (:meth:`canon_jax.coco_eval.CocoEvaluator.add_original`).
 
 Data (``config.data.name``):
 
-* ``"coco/2017"``: training images from ``tfds.data_source("coco/2017",
-  split=config.data.train_split, data_dir=...)``; validation from COCO's
+* ``"coco/2017"``: training images from the prepared TFDS files of ``coco/2017``
+  (``split=config.data.train_split`` in ``config.data.data_dir``, read as an
+  array_record data source without TensorFlow); validation from COCO's
   ``instances_val2017.json`` (``config.data.val_annotations``) and image folder
   (``config.data.val_images``) through :class:`canon_jax.data.CocoInstances`.
 * ``"synthetic_instances"``: :func:`canon_jax.data.make_synthetic_instances`
@@ -143,7 +151,10 @@ class TrainImages:
     else:
       import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
       try:
-        self._records = tfds.data_source(d.name, split=d.train_split, data_dir=d.data_dir)
+        # From the prepared files (dataset_info.json, features.json, array_record
+        # shards), not TFDS's builder code: that of coco needs TensorFlow.
+        builder = tfds.core.read_only_builder.builder_from_files(d.name, data_dir=d.data_dir)
+        self._records = builder.as_data_source(split=d.train_split)
       except Exception as e:  # pylint: disable=broad-except
         raise ValueError(
             f"{d.name!r} split {d.train_split!r} is not prepared in data_dir="
@@ -169,9 +180,11 @@ def batch_indices(step: int, num_examples: int, batch_size: int, seed: int) -> n
   return order[position * batch_size:(position + 1) * batch_size]
 
 
-def val_batches(config: ml_collections.ConfigDict
-                ) -> Iterator[tuple[np.ndarray, segmentation.Instances]]:
-  """``(images (B, S, S, 3), ground truth Instances)`` over the validation set."""
+def val_batches(config: ml_collections.ConfigDict) -> Iterator[tuple[Any, ...]]:
+  """The validation set in the batches :func:`canon_jax.coco_eval.group_averaged_map`
+  reads: ``(images (B, S, S, 3), ground truth Instances)`` for the generated shapes
+  (square already), ``(images, prompts, originals)`` for COCO (scored in the original
+  image coordinates)."""
   d, batch = config.data, int(config.eval.batch_size)
   if d.name == SYNTHETIC:
     from canon_jax.data import make_synthetic_instances  # pylint: disable=import-outside-toplevel
@@ -259,10 +272,21 @@ def train_canonicalizer(config: ml_collections.ConfigDict, workdir: str
 
   manager = checkpointing.make_manager(os.path.join(workdir, "checkpoints", VARIANT),
                                        config.keep_checkpoints)
+  # The input position: the step, and what makes the order of the images a function
+  # of it (a checkpoint of another order cannot be resumed exactly).
+  order = {"seed": int(config.seed), "num_examples": len(images),
+           "batch_size": int(t.batch_size)}
   start = 0
   if manager.latest_step() is not None:
-    state, _ = checkpointing.restore(manager, manager.latest_step(), state)
-    start = int(manager.latest_step())
+    state, position = checkpointing.restore(manager, manager.latest_step(), state)
+    changed = {k: (position[k], v) for k, v in order.items()
+               if k in position and position[k] != v}   # older checkpoints: step only
+    if changed:
+      raise ValueError(
+          f"The checkpoint in {manager.directory} was written with another order of the "
+          f"training images (field: (saved, now)): {changed}. Use a new workdir, or the "
+          "saved config.")
+    start = int(position["step"])
     _log(f"[canonicalizer] resumed from step {start}")
   local = t.batch_size // jax.process_count()
   rows = slice(jax.process_index() * local, (jax.process_index() + 1) * local)
@@ -291,7 +315,7 @@ def train_canonicalizer(config: ml_collections.ConfigDict, workdir: str
           writer.write_step(VARIANT, done, metrics)
         preempted = flag.any_set()
         if done % config.checkpoint_every_steps == 0 or done == num_steps or preempted:
-          checkpointing.save(manager, done, state, {"step": done})
+          checkpointing.save(manager, done, state, {"step": done, **order})
         if preempted and done < num_steps:
           signum = flag.signum
           _log(f"[canonicalizer] signal {signum}: checkpoint saved at step {done}; run "
@@ -329,7 +353,8 @@ def load_predictor(config: ml_collections.ConfigDict):
   if p.name == "sam_tiny_random":
     module = sam_lib.SamTiny()
     x = jnp.zeros((1, module.image_size, module.image_size, 3))
-    variables = module.init(jax.random.key(config.seed), x, boxes=jnp.zeros((1, 1, 4)))
+    variables = jax.jit(module.init)(jax.random.key(config.seed), x,
+                                     boxes=jnp.zeros((1, 1, 4)))
   else:
     from canon_jax.models import sam_convert  # pylint: disable=import-outside-toplevel
     module, variables = sam_convert.load_sam(p.checkpoint)
@@ -385,12 +410,16 @@ def evaluate_sam(config: ml_collections.ConfigDict, state: TrainState | None
   for name, fn in runs.items():
     t0 = time.time()
     identity.clear()
-    scores = coco_eval.group_averaged_map(fn, val_batches(config), config.group, iou_types)
+    scores = coco_eval.group_averaged_map(fn, val_batches(config), config.group, iou_types,
+                                          prompted=True)
     out[name] = {
         "mAP": scores.per_element[0]["segm/AP"] if "segm" in iou_types else None,
         "group_averaged_mAP": scores.mean["segm/AP"] if "segm" in iou_types else None,
         "per_element_mAP": [p.get("segm/AP") for p in scores.per_element],
         "box_mAP": scores.per_element[0].get("bbox/AP"),
+        "prompt_mIoU": scores.per_element[0]["segm/prompt_mIoU"],
+        "group_averaged_prompt_mIoU": scores.mean["segm/prompt_mIoU"],
+        "per_element_prompt_mIoU": [p["segm/prompt_mIoU"] for p in scores.per_element],
         "metrics": scores.per_element[0],
         "group_averaged_metrics": scores.mean,
     }

@@ -8,13 +8,17 @@ example for the equivariant pipeline (C4/D4 rotations need square images):
 * the image is resized so that its longer side is ``image_size`` (bilinear, with
   antialiasing when shrinking) and zero-padded at the bottom and right to
   ``image_size x image_size`` (SAM's own layout), RGB float32 in [0, 1];
-* each non-crowd annotation gives a mask (``COCO.annToMask`` of its polygons or RLE,
-  resized with nearest-neighbour sampling at pixel centres and padded alike), its box
-  (the annotation's ``bbox``, xywh, scaled and converted to xyxy pixel-edge
-  coordinates) and its category id (COCO's, >= 1);
-* instances are padded to ``max_instances`` slots (``valid`` marks the real ones).
+* each non-crowd annotation gives a prompt: a mask (``COCO.annToMask`` of its
+  polygons or RLE, resized with nearest-neighbour sampling at pixel centres and
+  padded alike), its box (the annotation's ``bbox``, xywh, scaled, converted to
+  xyxy pixel-edge coordinates and rounded to a multiple of 1 / :data:`BOX_GRID`
+  pixel) and its category id (COCO's, >= 1); prompts are padded to
+  ``max_instances`` slots (``valid`` marks the real ones);
+* the image's original size and all its annotations as the file gives them, crowd
+  regions included, for scoring in original coordinates
+  (:class:`canon_jax.coco_eval.OriginalImage`).
 
-The result is :class:`canon_jax.segmentation.Instances` of numpy arrays, the input of
+Batches ``(images, prompts, originals)`` are the input of
 :func:`canon_jax.coco_eval.group_averaged_map`.
 """
 from __future__ import annotations
@@ -26,8 +30,17 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
+from canon_jax.coco_eval import ANNOTATION_KEYS, OriginalImage, resize_masks_nearest
 from canon_jax.data.image_ops import longest_side_shape, resize_longest_side_and_pad
 from canon_jax.segmentation import Instances
+
+
+BOX_GRID = 64
+"""Prompt boxes are multiples of 1 / BOX_GRID pixel (at most 1/128 pixel off). On such
+a grid every rotation by 90 degrees and flip of the S x S example moves a box exactly
+in float32 (for S up to 2^24 / BOX_GRID), so at every pose of the C4 / D4 protocol the
+canonicalized prompts reach the predictor as the same numbers; arbitrary fractions
+would pick up rounding errors on the way (``x - S/2`` is inexact)."""
 
 
 def _coco_api():
@@ -37,15 +50,6 @@ def _coco_api():
     raise ImportError("Reading COCO annotations needs pycocotools: "
                       "pip install -e '.[coco]'.") from e
   return COCO
-
-
-def _nearest(mask: np.ndarray, height: int, width: int) -> np.ndarray:
-  """(H, W) -> (height, width), sampling the source pixel under each output centre."""
-  rows = np.minimum(((np.arange(height) + 0.5) * mask.shape[0] / height).astype(int),
-                    mask.shape[0] - 1)
-  cols = np.minimum(((np.arange(width) + 0.5) * mask.shape[1] / width).astype(int),
-                    mask.shape[1] - 1)
-  return mask[rows[:, None], cols[None, :]]
 
 
 class CocoInstances:
@@ -62,8 +66,11 @@ class CocoInstances:
     image_ids: the images to use, in this order (default: every image with at least
       one non-crowd annotation, sorted by id).
 
-  ``dataset[i]`` is ``(image (S, S, 3) float32, Instances of one image: masks (M, S,
-  S) bool, boxes (M, 4) float32, labels (M,) int32, valid (M,) bool)``.
+  ``dataset[i]`` is ``(image (S, S, 3) float32, prompts, original)``: the prompts are
+  :class:`~canon_jax.segmentation.Instances` of one image on the S x S example (masks
+  (M, S, S) bool, boxes (M, 4) float32, labels (M,) int32, valid (M,) bool), the
+  original an :class:`~canon_jax.coco_eval.OriginalImage` (size and every annotation,
+  crowd regions included, in original pixels).
   """
 
   def __init__(self, annotation_file: str, image_dir: str, *, image_size: int = 1024,
@@ -92,18 +99,36 @@ class CocoInstances:
     self.max_instances = int(max_instances)
 
   def _annotations(self, image_id: int) -> list[dict]:
+    """The non-crowd annotations (the prompts), largest first."""
     anns = self.coco.loadAnns(self.coco.getAnnIds(imgIds=[image_id], iscrowd=False))
     return sorted(anns, key=lambda a: -float(a.get("area", 0.0)))
+
+  def original(self, index: int) -> OriginalImage:
+    """Size and annotations (crowd regions included) of image ``index`` as in the file."""
+    info = self.coco.imgs[self.image_ids[index]]
+    annotations = []
+    for ann in self.coco.loadAnns(self.coco.getAnnIds(imgIds=[info["id"]])):
+      ann = {"iscrowd": 0, **ann}
+      missing = [k for k in ANNOTATION_KEYS if k not in ann]
+      if missing:
+        raise ValueError(f"annotation {ann.get('id')!r} of image {info['id']} lacks the "
+                         f"COCO fields {missing}.")
+      annotations.append({k: ann[k] for k in ANNOTATION_KEYS})
+    return OriginalImage(int(info["height"]), int(info["width"]), tuple(annotations))
 
   def __len__(self) -> int:
     return len(self.image_ids)
 
-  def __getitem__(self, index: int) -> tuple[np.ndarray, Instances]:
+  def __getitem__(self, index: int) -> tuple[np.ndarray, Instances, OriginalImage]:
     from PIL import Image  # pylint: disable=import-outside-toplevel
     info = self.coco.imgs[self.image_ids[index]]
     with Image.open(os.path.join(self.image_dir, info["file_name"])) as im:
       image = np.asarray(im.convert("RGB"), np.float32) / 255.0
     h, w = image.shape[:2]
+    original = self.original(index)
+    if (h, w) != (original.height, original.width):
+      raise ValueError(f"{info['file_name']} is {h} x {w} pixels but the annotation file "
+                       f"says height={original.height}, width={original.width}.")
     s = self.image_size
     nh, nw = longest_side_shape(h, w, s)
     out = resize_longest_side_and_pad(image, s)
@@ -114,20 +139,23 @@ class CocoInstances:
     labels = np.zeros((m,), np.int32)
     valid = np.zeros((m,), bool)
     for j, ann in enumerate(self._annotations(info["id"])[:m]):
-      masks[j, :nh, :nw] = _nearest(self.coco.annToMask(ann).astype(bool), nh, nw)
+      mask = self.coco.annToMask(ann).astype(bool)
+      masks[j, :nh, :nw] = resize_masks_nearest(mask, nh, nw)
       x, y, bw, bh = ann["bbox"]
-      boxes[j] = np.asarray([x, y, x + bw, y + bh], np.float32) * np.float32(
-          [nw / w, nh / h, nw / w, nh / h])
+      scaled = np.asarray([x, y, x + bw, y + bh]) * [nw / w, nh / h, nw / w, nh / h]
+      boxes[j] = np.round(scaled * BOX_GRID) / BOX_GRID
       labels[j] = int(ann["category_id"])
       valid[j] = True
-    return out, Instances(masks=masks, boxes=boxes, labels=labels, valid=valid)
+    return out, Instances(masks=masks, boxes=boxes, labels=labels, valid=valid), original
 
-  def batches(self, batch_size: int) -> Iterator[tuple[np.ndarray, Instances]]:
-    """``(images (B, S, S, 3), Instances with a leading batch axis)``, in order; the
-    last batch may be smaller."""
+  def batches(self, batch_size: int
+              ) -> Iterator[tuple[np.ndarray, Instances, list[OriginalImage]]]:
+    """``(images (B, S, S, 3), prompts with a leading batch axis, B originals)``, in
+    order; the last batch may be smaller."""
     if batch_size < 1:
       raise ValueError(f"batch_size must be >= 1; got {batch_size}.")
     for start in range(0, len(self), batch_size):
       items = [self[i] for i in range(start, min(start + batch_size, len(self)))]
-      images = np.stack([im for im, _ in items])
-      yield images, Instances(*(np.stack([inst[k] for _, inst in items]) for k in range(4)))
+      images = np.stack([im for im, _, _ in items])
+      prompts = Instances(*(np.stack([inst[k] for _, inst, _ in items]) for k in range(4)))
+      yield images, prompts, [original for _, _, original in items]

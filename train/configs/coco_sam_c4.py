@@ -7,8 +7,11 @@ weight 0, prior weight 100: upright photos should map to element 0), and SAM,
 prompted with the ground-truth boxes moved into the canonical frame, predicts masks
 that are mapped back (:mod:`canon_jax.segmentation`). Evaluation: mask AP on val2017
 at every rotation by 90 degrees and its mean, the C4-averaged mAP
-(:func:`canon_jax.coco_eval.group_averaged_map`). Optimiser as equiadapt's: SGD,
-momentum 0.9, weight decay 5e-4, lr 1e-3 (x0.1 after epoch 2), 10 epochs, batch 128.
+(:func:`canon_jax.coco_eval.group_averaged_map`), scored as COCO's official
+evaluation does: in the original image coordinates (masks and boxes predicted on the
+1024 x 1024 input are un-padded and resized back), crowd regions as ignore regions.
+Optimiser as equiadapt's: SGD, momentum 0.9, weight decay 5e-4, lr 1e-3 (x0.1 after
+epoch 2), 10 epochs, batch 128.
 
 Expected result (paper, as reported; mAP / C4-averaged mAP): SAM 62.34 / 58.78;
 SAM + canonicalizer 62.13 / 62.13. Not reproduced on this project's machines.
@@ -21,7 +24,9 @@ Command (trains the canonicalizer, then scores SAM with and without it; see
     --config.data.val_annotations=$COCO/annotations/instances_val2017.json \
     --config.data.val_images=$COCO/val2017 --config.predictor.checkpoint=pretrained/sam_vit_h
 
-Prepare, on a machine with network (then copy DATA and the files over)::
+Prepare, on a machine with network (then copy DATA and the files over; TFDS's coco
+builder needs TensorFlow to prepare the data, the run reads the prepared files
+without it)::
 
   tfds.builder("coco/2017", data_dir=DATA).download_and_prepare(file_format="array_record")
   python -m canon_jax.models.sam_convert --variant vit_h \
