@@ -66,7 +66,6 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
-import tqdm
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 import canon_jax
@@ -74,16 +73,12 @@ from canon_jax import coco_eval, segmentation
 from canon_jax.data.image_ops import resize_longest_side_and_pad
 from canon_jax.models import sam as sam_lib
 from train import checkpointing, input_pipeline, report
+from train import loop as train_loop
 from train.step import TrainState
 
 SYNTHETIC = "synthetic_instances"
 VARIANT = "canonicalizer"
 """The name of the one trained model in checkpoints/ and metrics.jsonl."""
-
-
-def _log(message: str) -> None:
-  if jax.process_index() == 0:
-    print(message, flush=True)
 
 
 # ------------------------------------------------------------------ config
@@ -242,8 +237,7 @@ def make_train_step(canonicalizer: canon_jax.ImageCanonicalizer,
 def train_canonicalizer(config: ml_collections.ConfigDict, workdir: str
                         ) -> tuple[TrainState, int | None]:
   """Trains (or resumes) the canonicalizer; returns ``(state, signal or None)``."""
-  mesh = jax.make_mesh((jax.device_count(),), ("data",),
-                       axis_types=(jax.sharding.AxisType.Auto,))
+  mesh = train_loop.data_mesh()
   repl = NamedSharding(mesh, P())
   canon = segmentation.segmentation_canonicalizer(config.group,
                                                   **config.canonicalizer.to_dict())
@@ -263,9 +257,7 @@ def train_canonicalizer(config: ml_collections.ConfigDict, workdir: str
     return TrainState(step=jnp.zeros((), jnp.int32), params=v["params"],
                       batch_stats=v.get("batch_stats", {}), opt_state=tx.init(v["params"]))
 
-  abstract = jax.eval_shape(init, jax.random.key(config.seed))
-  shardings = jax.tree.map(lambda _: repl, abstract)
-  state = jax.jit(init, out_shardings=shardings)(jax.random.key(config.seed))
+  state, shardings = train_loop.init_replicated(init, mesh, jax.random.key(config.seed))
   step_fn = jax.jit(make_train_step(canon, tx, float(t.prior_weight)),
                     in_shardings=(shardings, input_pipeline.batch_sharding(mesh, 4)),
                     out_shardings=(shardings, repl), donate_argnums=(0,))
@@ -287,43 +279,32 @@ def train_canonicalizer(config: ml_collections.ConfigDict, workdir: str
           f"training images (field: (saved, now)): {changed}. Use a new workdir, or the "
           "saved config.")
     start = int(position["step"])
-    _log(f"[canonicalizer] resumed from step {start}")
+    train_loop.log(f"[canonicalizer] resumed from step {start}")
   local = t.batch_size // jax.process_count()
   rows = slice(jax.process_index() * local, (jax.process_index() + 1) * local)
+
+  def batches():
+    for step in range(start, num_steps):
+      idx = batch_indices(step, len(images), t.batch_size, config.seed)[rows]
+      yield input_pipeline.to_global(
+          {"image": np.stack([images[int(i)] for i in idx])}, mesh)["image"]
+
   # metrics.jsonl and TensorBoard as the classification trainer writes them; lines
   # past the restored checkpoint are dropped (the resumed run writes them again).
   writer = report.MetricWriter(workdir, enabled=jax.process_index() == 0)
   writer.truncate([], VARIANT, start)
-  bar = tqdm.tqdm(total=num_steps, initial=start, desc="canonicalizer",
-                  disable=not config.progress_bar or jax.process_index() != 0)
-  signum = None
   try:
     with checkpointing.PreemptionFlag() as flag:
-      for step in range(start, num_steps):
-        idx = batch_indices(step, len(images), t.batch_size, config.seed)[rows]
-        batch = input_pipeline.to_global(
-            {"image": np.stack([images[int(i)] for i in idx])}, mesh)["image"]
-        state, metrics = step_fn(state, batch)
-        metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
-        if not np.isfinite(metrics["loss"]):
-          raise FloatingPointError(f"loss is {metrics['loss']} at step {step + 1}.")
-        bar.update(1)
-        bar.set_postfix(prior=f"{metrics['prior_loss']:.3f}",
-                        identity=f"{metrics['identity_rate']:.2f}", refresh=False)
-        done = step + 1
-        if done % config.log_every_steps == 0 or done == num_steps:
-          writer.write_step(VARIANT, done, metrics)
-        preempted = flag.any_set()
-        if done % config.checkpoint_every_steps == 0 or done == num_steps or preempted:
-          checkpointing.save(manager, done, state, {"step": done, **order})
-        if preempted and done < num_steps:
-          signum = flag.signum
-          _log(f"[canonicalizer] signal {signum}: checkpoint saved at step {done}; run "
-               "again with the same workdir to resume.")
-          break
+      loop = train_loop.Loop(
+          name=VARIANT, num_steps=num_steps, manager=manager, writer=writer, flag=flag,
+          position=lambda step: {"step": step, **order},
+          log_every_steps=config.log_every_steps,
+          checkpoint_every_steps=config.checkpoint_every_steps,
+          progress=("prior_loss", "identity_rate"),
+          show_progress=config.progress_bar and jax.process_index() == 0)
+      state, interrupted_at = train_loop.run_steps(loop, step_fn, state, batches(), start)
+      signum = flag.signum if interrupted_at is not None else None
   finally:
-    bar.close()
-    manager.close()
     writer.close()
   return state, signum
 
@@ -428,8 +409,9 @@ def evaluate_sam(config: ml_collections.ConfigDict, state: TrainState | None
       group = canon_jax.from_name(config.group)
       upright = np.concatenate(identity[::group.order])
       out["identity_rate"] = float(np.mean(upright == 0))
-    _log(f"[{name}] mAP {100 * (out[name]['mAP'] or 0):.2f}, {config.group}-averaged "
-         f"{100 * (out[name]['group_averaged_mAP'] or 0):.2f} (eval {time.time() - t0:.0f}s)")
+    train_loop.log(
+        f"[{name}] mAP {100 * (out[name]['mAP'] or 0):.2f}, {config.group}-averaged "
+        f"{100 * (out[name]['group_averaged_mAP'] or 0):.2f} (eval {time.time() - t0:.0f}s)")
   return out
 
 
@@ -451,7 +433,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   if jax.process_index() == 0:
     with open(os.path.join(workdir, "eval.json"), "w") as f:
       json.dump(results, f, indent=2)
-    _log(f"wrote {os.path.join(workdir, 'eval.json')}")
+    train_loop.log(f"wrote {os.path.join(workdir, 'eval.json')}")
   return {"state": state, "interrupted": None, "eval": results}
 
 

@@ -33,13 +33,12 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import tqdm
-from absl import logging
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 import canon_jax
 
 from train import checkpointing, evaluate, input_pipeline, models, report, tasks
+from train import loop as train_loop
 from train.config_checks import validate_config
 from train.step import (TrainState, estimate_dataset_prior, init_state, make_optimizer,
                         make_train_step)
@@ -67,12 +66,6 @@ class _VariantOutcome:
   traces: int
   interrupted_at: int | None = None
   visuals: dict[str, np.ndarray] | None = None
-
-
-def _log(message: str) -> None:
-  logging.info(message)
-  if jax.process_index() == 0:
-    print(message, flush=True)
 
 
 def _counted(fn: Callable, counter: list[int]) -> Callable:
@@ -161,7 +154,7 @@ def _initial_state(run: _Run, variant: str, model: canon_jax.CanonicalizedModel,
                                      abstract.batch_stats.get("predictor", {}),
                                      "its batch_stats"),
     }, repl)
-    _log(f"[{variant}] predictor initialised from {config.model.pretrained}")
+    train_loop.log(f"[{variant}] predictor initialised from {config.model.pretrained}")
   return jax.jit(build, out_shardings=state_sharding)(rng, predictor)
 
 
@@ -231,8 +224,8 @@ def _run_variant(run: _Run, variant: str, finished: dict[str, TrainState]) -> _V
         model, {"params": state.params, "batch_stats": state.batch_stats},
         (input_pipeline.to_global(next(batches), mesh)
          for _ in range(int(config.get("dataset_prior_batches", 8)))), run.task.group)
-    _log(f"[{variant}] dataset prior over {run.task.group.name}: "
-         f"{np.round(np.asarray(dataset_prior), 3).tolist()}")
+    train_loop.log(f"[{variant}] dataset prior over {run.task.group.name}: "
+                   f"{np.round(np.asarray(dataset_prior), 3).tolist()}")
 
   # ------------------------------------------------------------------ checkpoint
   manager = checkpointing.make_manager(
@@ -244,7 +237,7 @@ def _run_variant(run: _Run, variant: str, finished: dict[str, TrainState]) -> _V
     state, data_state = checkpointing.restore(manager, latest, state)
     iterator.set_state(data_state)
     start = int(latest)
-    _log(f"[{variant}] resumed from step {start} ({manager.directory})")
+    train_loop.log(f"[{variant}] resumed from step {start} ({manager.directory})")
   if start < num_steps:  # lines past the checkpoint will be written again
     run.writer.truncate(list(config.variants[:config.variants.index(variant)]), variant,
                         start)
@@ -257,35 +250,18 @@ def _run_variant(run: _Run, variant: str, finished: dict[str, TrainState]) -> _V
       in_shardings=(state_sharding, batch_shardings, repl),
       out_shardings=(state_sharding, repl), donate_argnums=(0,))
 
-  bar = tqdm.tqdm(total=num_steps, initial=start, desc=variant, dynamic_ncols=True,
-                  disable=not (config.progress_bar and run.is_chief) or start >= num_steps)
-  step = start
-  try:
-    while step < num_steps:
-      batch = input_pipeline.to_global(next(iterator), mesh)
-      state, metrics = train_step(state, batch, step_rng)
-      metrics = jax.device_get(metrics)  # host sync every step
-      step += 1
-      if not np.isfinite(metrics["loss"]):
-        raise FloatingPointError(f"[{variant}] loss is {metrics['loss']} at step {step}; "
-                                 "lower the learning rates.")
-      bar.update(1)
-      key = run.task.progress_metric
-      bar.set_postfix({"loss": f"{metrics['loss']:.3f}", key: f"{metrics[key]:.3f}"},
-                      refresh=False)
-      if step % config.log_every_steps == 0 or step == num_steps:
-        # This step's values, not a window mean: a resumed run logs the same lines.
-        run.writer.write_step(variant, step, {k: float(v) for k, v in metrics.items()})
-      preempted = run.flag.any_set()
-      if step % config.checkpoint_every_steps == 0 or step == num_steps or preempted:
-        checkpointing.save(manager, step, state, iterator.get_state())
-      if preempted and step < num_steps:
-        _log(f"[{variant}] signal {run.flag.signum}: checkpoint saved at step {step}; "
-             f"run again with the same workdir to resume.")
-        return _VariantOutcome(state, None, traces[0], interrupted_at=step)
-  finally:
-    bar.close()
-    manager.close()
+  loop = train_loop.Loop(
+      name=variant, num_steps=num_steps, manager=manager, writer=run.writer,
+      flag=run.flag, position=lambda step: iterator.get_state(),
+      log_every_steps=config.log_every_steps,
+      checkpoint_every_steps=config.checkpoint_every_steps,
+      progress=("loss", run.task.progress_metric),
+      show_progress=config.progress_bar and run.is_chief)
+  batches = (input_pipeline.to_global(b, mesh) for b in iterator)
+  state, interrupted_at = train_loop.run_steps(
+      loop, lambda state, batch: train_step(state, batch, step_rng), state, batches, start)
+  if interrupted_at is not None:
+    return _VariantOutcome(state, None, traces[0], interrupted_at=interrupted_at)
 
   # ------------------------------------------------------------------ evals
   t0 = time.time()
@@ -294,7 +270,8 @@ def _run_variant(run: _Run, variant: str, finished: dict[str, TrainState]) -> _V
   run.writer.write_eval(variant, num_steps, results)
   if run.is_chief:
     report.write_json(os.path.join(run.workdir, "results", f"{variant}.json"), results)
-  _log(f"[{variant}] {run.task.summary(results)} (eval {time.time() - t0:.1f}s)")
+  train_loop.log(
+      f"[{variant}] {run.task.summary(results)} (eval {time.time() - t0:.1f}s)")
   return _VariantOutcome(state, results, traces[0], visuals=visuals)
 
 
@@ -314,21 +291,20 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   """
   # ------------------------------------------------------------------ mesh
   validate_config(config, jax.device_count(), jax.process_count())
-  mesh = jax.make_mesh((jax.device_count(),), ("data",),
-                       axis_types=(jax.sharding.AxisType.Auto,))
+  mesh = train_loop.data_mesh()
   workdir = os.path.abspath(workdir)
   is_chief = jax.process_index() == 0
   if is_chief:
     os.makedirs(os.path.join(workdir, "results"), exist_ok=True)
     with open(os.path.join(workdir, "config.json"), "w") as f:
       f.write(config.to_json_best_effort(indent=2))
-  _log(f"{jax.process_count()} process(es), {jax.device_count()} device(s) "
-       f"({jax.devices()[0].platform}); workdir {workdir}")
+  train_loop.log(f"{jax.process_count()} process(es), {jax.device_count()} device(s) "
+                 f"({jax.devices()[0].platform}); workdir {workdir}")
 
   # ------------------------------------------------------------------ input
   train_ds, eval_ds = input_pipeline.get_datasets(config)
-  _log(f"data: {config.data.name} {len(train_ds)} train / {len(eval_ds)} eval examples "
-       f"of {train_ds.input_shape}, {train_ds.num_classes} classes")
+  train_loop.log(f"data: {config.data.name} {len(train_ds)} train / {len(eval_ds)} eval "
+                 f"examples of {train_ds.input_shape}, {train_ds.num_classes} classes")
 
   writer = report.MetricWriter(workdir, enabled=is_chief)
   finished: dict[str, TrainState] = {}
