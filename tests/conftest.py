@@ -23,11 +23,3 @@ def data_dir(tmp_path_factory):
   data.prepare_digits(32, data_dir=path)
   return path
 
-
-@pytest.fixture(autouse=True)
-def _hand_written_conv_gradients(monkeypatch):
-  """Tests run ``canon_jax.nn.conv``'s hand-written gradients on every machine (the
-  default on a CPU without AVX-512), so that the numbers they check do not depend on
-  the CI machine's CPU; ``tests/test_conv.py`` checks the AVX-512 default itself."""
-  from canon_jax.nn import conv
-  monkeypatch.setattr(conv, "_host_has_avx512", lambda: False)

@@ -23,7 +23,6 @@ import jax
 import jax.numpy as jnp
 
 from canon_jax import pointcloud
-from canon_jax.nn.conv import Dense
 
 
 def _feature_knn(features: jax.Array, k: int) -> jax.Array:
@@ -72,15 +71,15 @@ class DGCNN(nn.Module):
       h_j = jax.vmap(lambda f, i: f[i])(h, neighbors)          # (B, N, k, D)
       h_i = jnp.broadcast_to(h[:, :, None, :], h_j.shape)
       edges = jnp.concatenate([h_j - h_i, h_i], axis=-1)
-      h = jnp.max(act(norm()(Dense(width, use_bias=False)(edges))), axis=2)
+      h = jnp.max(act(norm()(nn.Dense(width, use_bias=False)(edges))), axis=2)
       outputs.append(h)
-    h = act(norm()(Dense(self.embedding, use_bias=False)(
+    h = act(norm()(nn.Dense(self.embedding, use_bias=False)(
         jnp.concatenate(outputs, axis=-1))))
     x = jnp.concatenate([jnp.max(h, axis=1), jnp.mean(h, axis=1)], axis=-1)
     for i, width in enumerate(self.head):
-      x = act(norm()(Dense(width, use_bias=i > 0)(x)))
+      x = act(norm()(nn.Dense(width, use_bias=i > 0)(x)))
       x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
-    return Dense(self.num_classes)(x)
+    return nn.Dense(self.num_classes)(x)
 
 
 # A DGCNN with a few thousand parameters for tests (same layout, narrow widths).

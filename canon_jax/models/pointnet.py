@@ -43,10 +43,8 @@ class PointNet(nn.Module):
     pointcloud.check_points(points, "points")
     norm = functools.partial(nn.BatchNorm, use_running_average=not train,
                              momentum=0.9, epsilon=1e-5)
-    # The shared MLP on (B * N, C): the same parameters and numbers as on (B, N, C)
-    # (batch norm over batch and points either way), but XLA:CPU runs the gradients
-    # of 2-D matmuls much faster than those of 3-D dots (B=32, 1024 points, fwd+bwd:
-    # 1071 -> 639 ms, train/BENCHMARKS.md).
+    # The shared MLP on the points flattened to (B * N, C) rows; batch norm
+    # averages over batch and points.
     b, n, _ = points.shape
     x = points.reshape(b * n, 3)
     for i, width in enumerate(self.features):

@@ -38,7 +38,6 @@ import jax
 import jax.numpy as jnp
 
 from canon_jax._checks import check_nhwc
-from canon_jax.nn.conv import conv2d, max_pool2d
 
 Initializer = Callable[..., jax.Array]
 
@@ -46,31 +45,14 @@ Initializer = Callable[..., jax.Array]
 _CONV_INIT = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
 
 
-class _Conv(nn.Module):
-  """Bias-free k x k convolution, stride s, torch's symmetric padding ``k // 2``.
-
-  Same parameter as ``nn.Conv`` (``kernel`` (k, k, in, out), torchvision's
-  initialiser) and the same function, computed by :func:`canon_jax.nn.conv.conv2d`:
-  1 x 1 kernels as a matmul, and where :func:`canon_jax.nn.conv.matmul_gradients` is
-  on (CPUs without AVX-512) the kernel gradient of the others as matmuls (XLA:CPU's
-  own were 1.3-50x slower there; train/BENCHMARKS.md).
-  """
-  features: int
-  kernel_size: int
-  strides: int
-  dtype: Any = None
-
-  @nn.compact
-  def __call__(self, x: jax.Array) -> jax.Array:
-    k = self.kernel_size
-    kernel = self.param("kernel", _CONV_INIT, (k, k, x.shape[-1], self.features))
-    x, kernel = nn.dtypes.promote_dtype(x, kernel, dtype=self.dtype)
-    pad = k // 2
-    return conv2d(x, kernel, self.strides, ((pad, pad), (pad, pad)))
-
-
-def _conv(features: int, kernel: int, strides: int, name: str, dtype: Any) -> nn.Module:
-  return _Conv(features, kernel, strides, dtype=dtype, name=name)
+def _conv(features: int, kernel: int, strides: int, name: str, dtype: Any) -> nn.Conv:
+  """Bias-free ``kernel x kernel`` convolution, stride ``strides``, with torch's
+  symmetric padding ``kernel // 2`` (parameter ``kernel`` (k, k, in, out), HWIO,
+  torchvision's initialiser)."""
+  pad = kernel // 2
+  return nn.Conv(features, (kernel, kernel), strides=(strides, strides),
+                 padding=((pad, pad), (pad, pad)), use_bias=False, kernel_init=_CONV_INIT,
+                 dtype=dtype, name=name)
 
 
 def _batch_norm(train: bool, name: str, dtype: Any) -> nn.BatchNorm:
@@ -176,7 +158,7 @@ class ResNet(nn.Module):
     block_cls = _BLOCKS[self.block]
     x = _conv(self.width, 7, 2, "conv1", self.dtype)(x)
     x = nn.relu(_batch_norm(train, "bn1", self.dtype)(x))
-    x = max_pool2d(x, 3, 2, ((1, 1), (1, 1)))
+    x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
     for i, num_blocks in enumerate(self.stage_sizes):
       for j in range(num_blocks):
         strides = 2 if i > 0 and j == 0 else 1

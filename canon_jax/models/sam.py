@@ -60,7 +60,6 @@ import numpy as np
 
 from canon_jax import _checks
 from canon_jax.data.image_ops import longest_side_shape  # SAM's resize rule
-from canon_jax.nn.conv import Dense
 
 PIXEL_MEAN = (123.675, 116.28, 103.53)
 """SAM's RGB normalisation mean, for pixel values in [0, 255]."""
@@ -139,7 +138,7 @@ class RelPosAttention(nn.Module):
     if (h, w) != tuple(self.grid):
       raise ValueError(f"attention input must be a {self.grid} token grid; got {(h, w)}.")
     heads, head_dim = self.num_heads, dim // self.num_heads
-    qkv = Dense(3 * dim, name="qkv")(x).reshape(b, h * w, 3, heads, head_dim)
+    qkv = nn.Dense(3 * dim, name="qkv")(x).reshape(b, h * w, 3, heads, head_dim)
     q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]  # (B, N, heads, d)
     logits = jnp.einsum("bqnd,bknd->bnqk", q * head_dim ** -0.5, k)
     if self.use_rel_pos:
@@ -152,7 +151,7 @@ class RelPosAttention(nn.Module):
                 + rel_w[..., None, :]).reshape(b, heads, h * w, h * w)
     attn = jax.nn.softmax(logits, axis=-1)
     out = jnp.einsum("bnqk,bknd->bqnd", attn, v).reshape(b, h, w, dim)
-    return Dense(dim, name="proj")(out)
+    return nn.Dense(dim, name="proj")(out)
 
 
 class EncoderBlock(nn.Module):
@@ -183,8 +182,8 @@ class EncoderBlock(nn.Module):
       y = RelPosAttention(self.num_heads, tuple(self.grid), name="attn")(y)
     x = x + y
     y = _layer_norm("norm2", 1e-6)(x)
-    y = Dense(self.mlp_dim, name="lin1")(y)
-    return x + Dense(x.shape[-1], name="lin2")(_gelu(y))
+    y = nn.Dense(self.mlp_dim, name="lin1")(y)
+    return x + nn.Dense(x.shape[-1], name="lin2")(_gelu(y))
 
 
 class ImageEncoderViT(nn.Module):
@@ -366,12 +365,12 @@ class Attention(nn.Module):
     if inner % self.num_heads:
       raise ValueError(f"num_heads={self.num_heads} must divide the internal width {inner}.")
     split = lambda x: x.reshape(*x.shape[:2], self.num_heads, inner // self.num_heads)
-    q = split(Dense(inner, name="q_proj")(q))
-    k = split(Dense(inner, name="k_proj")(k))
-    v = split(Dense(inner, name="v_proj")(v))
+    q = split(nn.Dense(inner, name="q_proj")(q))
+    k = split(nn.Dense(inner, name="k_proj")(k))
+    v = split(nn.Dense(inner, name="v_proj")(v))
     logits = jnp.einsum("bqnd,bknd->bnqk", q, k) / np.sqrt(q.shape[-1])
     out = jnp.einsum("bnqk,bknd->bqnd", jax.nn.softmax(logits, axis=-1), v)
-    return Dense(dim, name="out_proj")(out.reshape(*out.shape[:2], inner))
+    return nn.Dense(dim, name="out_proj")(out.reshape(*out.shape[:2], inner))
 
 
 class TwoWayBlock(nn.Module):
@@ -401,8 +400,8 @@ class TwoWayBlock(nn.Module):
     q, k = queries + query_pe, keys + key_pe
     queries = norm(2)(queries + Attention(self.num_heads, self.downsample_rate,
                                           name="cross_attn_token_to_image")(q, k, keys))
-    y = Dense(self.mlp_dim, name="lin1")(queries)
-    queries = norm(3)(queries + Dense(queries.shape[-1], name="lin2")(nn.relu(y)))
+    y = nn.Dense(self.mlp_dim, name="lin1")(queries)
+    queries = norm(3)(queries + nn.Dense(queries.shape[-1], name="lin2")(nn.relu(y)))
     q, k = queries + query_pe, keys + key_pe
     keys = norm(4)(keys + Attention(self.num_heads, self.downsample_rate,
                                     name="cross_attn_image_to_token")(k, q, queries))
@@ -441,7 +440,7 @@ class MLP(nn.Module):
   def __call__(self, x):
     for i in range(self.num_layers):
       last = i == self.num_layers - 1
-      x = Dense(self.output_dim if last else self.hidden_dim, name=f"layers_{i}")(x)
+      x = nn.Dense(self.output_dim if last else self.hidden_dim, name=f"layers_{i}")(x)
       x = x if last else nn.relu(x)
     return x
 

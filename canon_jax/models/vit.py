@@ -39,7 +39,6 @@ import jax
 import jax.numpy as jnp
 
 from canon_jax._checks import check_nhwc
-from canon_jax.nn.conv import Dense
 
 Initializer = Callable[..., jax.Array]
 
@@ -72,7 +71,7 @@ class SelfAttention(nn.Module):
     if dim % self.num_heads:
       raise ValueError(
           f"num_heads must divide the width {dim}, got num_heads={self.num_heads}")
-    dense = functools.partial(Dense, dim, kernel_init=_DENSE_INIT, dtype=self.dtype)
+    dense = functools.partial(nn.Dense, dim, kernel_init=_DENSE_INIT, dtype=self.dtype)
     heads = (batch, tokens, self.num_heads, dim // self.num_heads)
     q, k, v = (dense(name=n)(x).reshape(heads) for n in ("query", "key", "value"))
     y = jax.nn.dot_product_attention(q, k, v)
@@ -94,9 +93,9 @@ class MlpBlock(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
     dropout = nn.Dropout(self.dropout_rate, deterministic=not train)
-    y = Dense(self.mlp_dim, kernel_init=_DENSE_INIT, dtype=self.dtype, name="fc1")(x)
+    y = nn.Dense(self.mlp_dim, kernel_init=_DENSE_INIT, dtype=self.dtype, name="fc1")(x)
     y = dropout(nn.gelu(y, approximate=False))
-    y = Dense(x.shape[-1], kernel_init=_DENSE_INIT, dtype=self.dtype, name="fc2")(y)
+    y = nn.Dense(x.shape[-1], kernel_init=_DENSE_INIT, dtype=self.dtype, name="fc2")(y)
     return dropout(y)
 
 
@@ -175,8 +174,8 @@ class ViT(nn.Module):
       x = EncoderBlock(self.num_heads, self.mlp_dim, self.dropout_rate, self.dtype,
                        name=f"encoderblock_{i}")(x, train)
     x = _layer_norm("encoder_norm", self.dtype)(x)[:, 0]
-    x = Dense(self.num_classes, kernel_init=self.head_kernel_init,
-              bias_init=self.head_bias_init, dtype=self.dtype, name="head")(x)
+    x = nn.Dense(self.num_classes, kernel_init=self.head_kernel_init,
+                 bias_init=self.head_bias_init, dtype=self.dtype, name="head")(x)
     return x.astype(jnp.float32)
 
 

@@ -67,8 +67,7 @@ def _mean_weighted_tensor_product(h: e3nn.IrrepsArray, neighbors: jax.Array,
   # ``jnp.split``, and each feature piece is gathered on its own: the gradient then
   # concatenates the pieces' cotangents (the features' at the nodes, k times smaller
   # than at the edges). Slicing path by path (as ``IrrepsArray.chunks`` and
-  # ``weights[..., a:b]`` do) makes the gradient a sum of zero-padded copies, which
-  # XLA:CPU computes far slower (train/BENCHMARKS.md, fix 28).
+  # ``weights[..., a:b]`` do) makes the gradient a sum of zero-padded copies.
   x_chunks = [_gather(c, neighbors).reshape(neighbors.shape + (mul, ir.dim))
               for c, (mul, ir) in
               zip(_split(h.array, [m * ir.dim for m, ir in h.irreps]), h.irreps)]
@@ -150,10 +149,7 @@ class E3nnVectorNet(nn.Module):
       gate_irreps = (e3nn.Irreps(f"{layer_irreps.count('0e') + gated.num_irreps}x0e")
                      + gated)
       paths = _paths(h.irreps, sh.irreps, gate_irreps)
-      # On the edges flattened to rows: the gradients of a dense layer with 3
-      # leading axes are far slower on XLA:CPU than those of the 2-D matmul (the
-      # canonicalizer's forward + backward at B=8, 1024 points, with the split
-      # tensor product: 613 -> 409 ms; BENCHMARKS.md, fix 28).
+      # The radial MLP on the edges flattened to (B * N * k, num_basis) rows.
       weights = e3nn.flax.MultiLayerPerceptron(
           (self.radial_hidden, sum(h.irreps[p[0]].mul for p in paths)),
           act=jax.nn.silu, output_activation=False, name=f"radial_{layer}")(

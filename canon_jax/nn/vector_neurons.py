@@ -4,8 +4,9 @@ SO(3)-Equivariant Networks", ICCV 2021), in plain jnp.
 Layout: vector features are arrays (..., 3, C), channels last: C channels, each a
 3-D vector whose (x, y, z) components lie on axis -2 (so a VN linear layer is one
 plain matmul over the last axis; with the PyTorch code's (..., C, 3) layout, VN
-linear layers and norms ran 4-5x slower on CPU here, a training step 1.7x). A rotation Q acts on every channel as Q @ v (v[..., :, c]
-a column vector), and every layer here commutes with it: f(Q v) = Q f(v). Except
+linear layers and norms ran 4-5x slower on a CPU, a training step 1.7x). A
+rotation Q acts on every channel as Q @ v (v[..., :, c] a column vector), and
+every layer here commutes with it: f(Q v) = Q f(v). Except
 for the cross-product edge feature (optional), the layers also commute with
 reflections.
 
@@ -56,8 +57,6 @@ class VNLinear(nn.Module):
   def __call__(self, v: jax.Array) -> jax.Array:
     kernel = self.param("kernel", nn.initializers.lecun_normal(),
                         (v.shape[-1], self.features), v.dtype)
-    # One 2-D matmul over the flattened leading axes: XLA:CPU's gradients of the
-    # same product with 3-5 leading axes are far slower (train/BENCHMARKS.md).
     return pointwise(v, kernel)
 
 
