@@ -232,7 +232,7 @@ def transform_images_weighted(images: jax.Array, group, weights: jax.Array) -> j
 def _weighted_copies(y, group: DiscreteGroup, weights, method: str):
   """sum_g weights[:, g] * (g . y) as one sum of the |G| copies, never stacked: on
   XLA:CPU the stacked (|G|, B, ...) copies contracted with the weights made the
-  C8 + ResNet50 train step 3.5-4% slower (train/BENCHMARKS.md, fix 26)."""
+  C8 + ResNet50 train step 3.5-4% slower."""
   out = None
   for g in range(group.order):
     w = weights[:, g].reshape((-1,) + (1,) * (y.ndim - 1))
