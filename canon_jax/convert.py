@@ -44,7 +44,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from canon_jax.models import (IMAGENET_MEAN, IMAGENET_STD, INCEPTION_MEAN, INCEPTION_STD,
-                              ResNet, ViT, get_model)
+                              ResNet, ViT, canonical_name, get_model)
 
 SOURCES = ("torchvision", "timm")
 """Naming schemes of the state dicts :func:`torch_to_flax` understands."""
@@ -485,7 +485,9 @@ def convert_checkpoint(arch: str, source: str, out: str, weights: str | None = N
   """Converts torch weights for ``arch`` into the checkpoint directory ``out``.
 
   Args:
-    arch: model name in ``canon_jax.models.MODELS`` (``resnet18`` ... ``vit_ti16``).
+    arch: model name in ``canon_jax.models.MODELS`` (``resnet18`` ... ``vit_ti16``)
+      or an alias of one (``canon_jax.models.ALIASES``: ``vit_b_16``, ...); the
+      metadata records the ``MODELS`` name.
     source: ``"torchvision"`` or ``"timm"`` naming of the weights.
     out: checkpoint directory to create.
     weights: local ``.pth``/``.pt``/``.bin``/``.safetensors`` file; ``None``
@@ -501,6 +503,7 @@ def convert_checkpoint(arch: str, source: str, out: str, weights: str | None = N
   """
   if source not in SOURCES:
     raise ValueError(f"source must be one of {SOURCES}, got {source!r}")
+  arch = canonical_name(arch)
   if weights is None:
     if (arch, source) not in OFFICIAL_WEIGHTS:
       raise ValueError(f"no official {source} weights for arch={arch!r}; known: "
@@ -528,7 +531,8 @@ def convert_checkpoint(arch: str, source: str, out: str, weights: str | None = N
 def main(argv: Sequence[str] | None = None) -> None:
   parser = argparse.ArgumentParser(
       prog="python -m canon_jax.convert", description=__doc__.split("\n", 1)[0])
-  parser.add_argument("--arch", required=True, help="e.g. resnet50, vit_b16, vit_s16, vit_ti16")
+  parser.add_argument("--arch", required=True, help="e.g. resnet50, vit_b16, vit_s16, vit_ti16 "
+                      "(or torchvision's / timm's spelling: vit_b_16, vit_base_patch16_224)")
   parser.add_argument("--source", required=True, choices=SOURCES)
   parser.add_argument("--out", required=True, help="checkpoint directory to create")
   parser.add_argument("--weights", help="local .pth/.pt/.bin/.safetensors (default: download)")

@@ -1,5 +1,5 @@
-"""train.gpu_kit: wheel tags, slimming a wheel, unpacking a kit (offline: made-up
-wheels; `fetch` needs PyPI and is exercised by hand, see train/BENCHMARKS.md)."""
+"""benchmarks.gpu_kit: wheel tags, slimming a wheel, unpacking a kit (offline: made-up
+wheels; `fetch` needs PyPI and is exercised by hand, see benchmarks/BENCHMARKS.md)."""
 import json
 import os
 import subprocess
@@ -8,7 +8,7 @@ import zipfile
 
 import pytest
 
-from train import gpu_kit
+from benchmarks import gpu_kit
 
 HERE = f"cp{sys.version_info[0]}{sys.version_info[1]}"
 
@@ -81,7 +81,7 @@ def test_install_unpacks_importable_packages_and_refuses_other_pythons(tmp_path)
 
 @pytest.mark.slow
 def test_gpu_run_script_dry_run_on_cpu(tmp_path):
-  """train/gpu_run.sh end to end on CPU (``--tiny``, no reference): it unpacks the
+  """benchmarks/gpu_run.sh end to end on CPU (``--tiny``, no reference): it unpacks the
   kit, records the environment and leaves one JSON per row in $OUT."""
   repo = gpu_kit.Path(gpu_kit.__file__).resolve().parents[1]
   kit, out = tmp_path / ".gpu_kit", tmp_path / "out"
@@ -89,13 +89,13 @@ def test_gpu_run_script_dry_run_on_cpu(tmp_path):
   _wheel(kit, "kitpkg_d", "1.0", "py3-none-any", {"kitpkg_d/__init__.py": ""})
   # The script reads the kit from the working directory: run it from a copy-free
   # folder that links the repository's packages and holds the kit.
-  for name in ("canon_jax", "train", "tests"):
+  for name in ("benchmarks", "canon_jax", "train", "tests"):
     (tmp_path / name).symlink_to(repo / name)
   env = {**os.environ, "OUT": str(out), "PYTHON": sys.executable, "ROW_TIMEOUT": "600",
          "BUDGET": str(3600),
          "BENCH_ARGS": "--device cpu --tiny --no-reference --iters 1 --warmup 0",
          "JAX_PLATFORMS": "cpu"}
-  done = subprocess.run(["bash", str(repo / "train" / "gpu_run.sh")], cwd=tmp_path,
+  done = subprocess.run(["bash", str(repo / "benchmarks" / "gpu_run.sh")], cwd=tmp_path,
                         env=env, capture_output=True, text=True)
   assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
   assert "kitpkg_d 1.0" in done.stdout and "jax" in (out / "env.txt").read_text()

@@ -1,6 +1,6 @@
 """Import-time properties: the functional library and the benchmark load no data stack.
 
-``import canon_jax`` (and ``python -m train.benchmark``) must not import TFDS, grain
+``import canon_jax`` (and ``python -m benchmarks.benchmark``) must not import TFDS, grain
 or ml_collections: users who only want the canonicalizers pay neither their import
 time nor their dependencies, and the benchmark runs where only the model stack and
 the reference are installed (a GPU machine's image). The data API stays where it was:
@@ -32,7 +32,7 @@ def _modules_after(code: str) -> dict:
     "import canon_jax",
     "import canon_jax as cj; cj.ImageCanonicalizer; cj.models.ResNet50; cj.nn.GroupConvNet",
     "from canon_jax.models import sam",
-    "import train.benchmark",
+    "import benchmarks.benchmark",
 ])
 def test_library_and_benchmark_import_no_data_stack(code):
   assert _modules_after(code) == []

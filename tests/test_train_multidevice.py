@@ -71,8 +71,7 @@ def _check_same_run(workdir, reference_workdir):
 
 def test_eight_devices_match_one_device(reference, data_dir, tmp_path):
   workdir = str(tmp_path / "eight")
-  proc = common.run(common.train_command(
-      workdir, data_dir, OVERRIDES + ["--retain_host_memory"]), common.env(8))
+  proc = common.run(common.train_command(workdir, data_dir, OVERRIDES), common.env(8))
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert "8 device(s)" in proc.stdout
   _check_same_run(workdir, reference[0])

@@ -6,13 +6,12 @@ set and writes ``WORKDIR/eval.json``, ``metrics.jsonl``, TensorBoard events and
 plots; images under a discrete group or point clouds under 3D rotations
 (``config.task``, :mod:`train.tasks`). Configs live in ``train/configs/``.
 Promptable segmentation (SAM + a prior-trained canonicalizer, COCO mAP) runs through
-``python -m train.segment`` (:mod:`train.segment`); benchmarks through
-``python -m train.benchmark``.
+``python -m train.segment`` (:mod:`train.segment`). Benchmarks live in the repository's ``benchmarks/`` folder.
 """
 import importlib
 
-# Loaded on first use, so that ``python -m train.benchmark`` (and ``train.host_memory``)
-# import neither the data stack (TFDS, grain) nor ml_collections.
+# Loaded on first use, so that ``import train`` (as ``python -m benchmarks.benchmark``
+# does) imports neither the data stack (TFDS, grain) nor ml_collections.
 _MODULE_OF = {"train_and_evaluate": "trainer", "validate_config": "config_checks"}
 
 __all__ = ["train_and_evaluate", "validate_config"]

@@ -4,8 +4,7 @@ Fields of the config can be overridden: ``--config.batch_size=128``,
 ``--config.canonicalized.num_steps=500``. Multi-host: set ``JAX_COORDINATOR_ADDRESS``
 (+ ``JAX_NUM_PROCESSES``, ``JAX_PROCESS_ID``) or pass ``--coordinator_address``,
 ``--num_processes`` and ``--process_id``; under SLURM / Open MPI the cluster is
-detected. On CPU, ``--retain_host_memory`` keeps XLA's per-step buffers mapped
-(``train/host_memory.py``). Exit status: 0 when done, 128 + signal number when
+detected. Exit status: 0 when done, 128 + signal number when
 SIGTERM/SIGINT stopped the run after saving a checkpoint (run the same command again
 to resume).
 """
@@ -21,11 +20,6 @@ _COORDINATOR = flags.DEFINE_string(
     "coordinator_address", None, "host:port of process 0, for multi-process runs.")
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Number of processes.")
 _PROCESS_ID = flags.DEFINE_integer("process_id", None, "Index of this process.")
-_RETAIN_HOST_MEMORY = flags.DEFINE_bool(
-    "retain_host_memory", False,
-    "Make glibc reuse freed host memory instead of unmapping it, so that XLA:CPU's "
-    "per-step temporary buffer is not faulted in again at every step (faster CPU "
-    "training; the process keeps its peak memory). See train/host_memory.py.")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -34,11 +28,6 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   if not flags.FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
-  # Before anything touches a device (and before JAX starts its threads).
-  if _RETAIN_HOST_MEMORY.value:
-    from train import host_memory  # pylint: disable=import-outside-toplevel
-    if not host_memory.retain_freed_memory():
-      logging.warning("--retain_host_memory needs glibc; ignored.")
   from train import distributed  # pylint: disable=import-outside-toplevel
   distributed.maybe_initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
   from train.trainer import train_and_evaluate  # pylint: disable=import-outside-toplevel

@@ -1,4 +1,5 @@
-"""Keep glibc's malloc from handing large freed blocks back to the OS.
+"""Keep glibc's malloc from handing large freed blocks back to the OS (the
+benchmark's opt-in ``--malloc retain``; nothing in the library or trainer uses it).
 
 XLA:CPU allocates every executable's temporaries as one block per step (451 MB for
 the C8 + ResNet50 train step at batch 2, ~7 GB at batch 32). glibc serves blocks
@@ -6,8 +7,8 @@ that large with a fresh ``mmap`` (from any thread but the main one even when
 ``mmap`` is disabled, because a thread arena's heap is at most 64 MB) and unmaps
 them on free, so every step faults and zeroes its whole temporary buffer again in
 4 KiB pages: 114 k minor faults per batch-2 step, 1.7 M per batch-32 step. The
-batch-32 step ran 13-19% faster without them (``train/BENCHMARKS.md``, 2026-11-29;
-at batch 2 the difference was within the noise).
+batch-32 step ran 13-19% faster without them on a 2-core CPU (at batch 2 the
+difference was within the noise).
 
 :func:`retain_freed_memory` sets, with ``mallopt``: one arena for every thread
 (``M_ARENA_MAX`` 1), no ``mmap`` for large blocks (``M_MMAP_MAX`` 0: they come from

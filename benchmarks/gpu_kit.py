@@ -1,22 +1,22 @@
 """The benchmark's missing packages, carried to a GPU machine that has no network.
 
-The lent GPU machine (``device`` tool, one H200) runs a fixed image with JAX + CUDA,
-Flax, Optax, Orbax, torch and torchvision, but without the reference's packages
-(equiadapt 0.1.2, e2cnn, kornia, hydra-core and theirs) and with no way to download
-them. This module builds a small folder of wheels here and unpacks it there, so that
-``python -m train.benchmark --device gpu`` runs in one call of a 15-minute lease::
+A GPU machine without network access may have JAX + CUDA, Flax, Optax, Orbax,
+torch and torchvision installed, but not the reference's packages (equiadapt 0.1.2,
+e2cnn, kornia, hydra-core and theirs). This module builds a small folder of wheels
+where PyPI is reachable and unpacks it on the GPU machine, so that
+``python -m benchmarks.benchmark --device gpu`` runs there::
 
-  # here, with PyPI reachable (about 8 MB; equiadapt's 77 MB wheel is cut down to
-  # its package, without the tutorials it ships):
-  python -m train.gpu_kit fetch                      # -> .gpu_kit/*.whl
+  # with PyPI reachable (about 8 MB; equiadapt's 77 MB wheel is cut down to its
+  # package, without the tutorials it ships):
+  python -m benchmarks.gpu_kit fetch                 # -> .gpu_kit/*.whl
 
-  # there, in the device run's command (carry: [".gpu_kit"]):
-  python3 -m train.gpu_kit install --target /tmp/gpu_site &&
+  # on the GPU machine, in the repository's root with .gpu_kit copied along:
+  python3 -m benchmarks.gpu_kit install --target /tmp/gpu_site &&
     export PYTHONPATH=/tmp/gpu_site:$PWD &&
-    python3 -m train.benchmark --device gpu --out $OUT/gpu.json
+    python3 -m benchmarks.benchmark --device gpu --out gpu.json
 
 ``install`` only unzips (stdlib, no pip, no network) and refuses a wheel built for
-another Python than the one running it. Wheels are fetched for the image's Python
+another Python than the one running it. Wheels are fetched for the GPU machine's Python
 (``--python-version``, default 3.12) and manylinux x86-64. This file imports nothing
 outside the standard library, so that it runs before anything is installed.
 """
@@ -32,10 +32,10 @@ from pathlib import Path
 
 KIT_DIR = ".gpu_kit"
 SITE_DIR = "/tmp/gpu_site"
-"""Where ``install`` unpacks the kit by default (``train/gpu_run.sh`` puts it on
+"""Where ``install`` unpacks the kit by default (``benchmarks/gpu_run.sh`` puts it on
 ``PYTHONPATH``)."""
 PYTHON_VERSION = "3.12"
-"""The device image's Python (``device`` tool, KINDS.md: Python 3.12.3)."""
+"""The GPU machine's Python (by default 3.12; ``--python-version`` to change)."""
 
 PACKAGES: tuple[tuple[str, tuple[str, ...] | None], ...] = (
     # (requirement, top-level entries to keep; None keeps the whole wheel)
@@ -47,9 +47,9 @@ PACKAGES: tuple[tuple[str, tuple[str, ...] | None], ...] = (
     ("omegaconf==2.3.0", None),
     ("antlr4-python3-runtime==4.9.3", None),   # sdist only on PyPI: built here
 )
-"""What ``train.benchmark``'s reference side imports that the image lacks (the
-image's package list against ``importlib.metadata.packages_distributions`` of a
-benchmark process here, 2026-11-29)."""
+"""What ``benchmarks.reference`` imports that a GPU image with JAX, torch and
+torchvision lacks (its package list against ``importlib.metadata.packages_distributions``
+of a benchmark process, 2026-11-29)."""
 
 MANYLINUX = ("manylinux_2_17_x86_64", "manylinux2014_x86_64", "manylinux_2_24_x86_64",
              "manylinux_2_27_x86_64", "manylinux_2_28_x86_64", "manylinux_2_31_x86_64",
@@ -155,7 +155,7 @@ def install(kit: Path = Path(KIT_DIR), target: Path = Path(SITE_DIR),
   """
   wheels = sorted(Path(kit).glob("*.whl"))
   if not wheels:
-    raise FileNotFoundError(f"no wheels in {kit}: run `python -m train.gpu_kit fetch` "
+    raise FileNotFoundError(f"no wheels in {kit}: run `python -m benchmarks.gpu_kit fetch` "
                             "where PyPI is reachable, and carry the folder")
   wrong = [w.name for w in wheels if not runs_on(w.name)]
   if wrong:
@@ -172,7 +172,7 @@ def install(kit: Path = Path(KIT_DIR), target: Path = Path(SITE_DIR),
 
 
 def main(argv: list[str] | None = None) -> None:
-  parser = argparse.ArgumentParser(prog="python -m train.gpu_kit",
+  parser = argparse.ArgumentParser(prog="python -m benchmarks.gpu_kit",
                                    description=__doc__.split("\n\n")[0])
   sub = parser.add_subparsers(dest="command", required=True)
   f = sub.add_parser("fetch", help="download the wheels here (needs PyPI)")

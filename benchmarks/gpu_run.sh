@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
-# The GPU benchmark in one call of the `device` tool (one H200, no network there).
+# The GPU benchmark in one command on a GPU machine without network access.
 #
-# Here, first:   python -m train.gpu_kit fetch        # the reference's wheels -> .gpu_kit
-# Then one call: run(command="bash train/gpu_run.sh", carry=[".gpu_kit"], timeout_s=560)
+# Where PyPI is reachable, first:  python -m benchmarks.gpu_kit fetch   # wheels -> .gpu_kit
+# Copy the repository with .gpu_kit to the GPU machine; there, from its root:
+#   OUT=/some/dir bash benchmarks/gpu_run.sh
 #
-# Unpacks the carried wheels (train/gpu_kit.py), records the machine, then runs each
-# row of `python -m train.benchmark --device gpu` in its own process and time limit,
+# Unpacks the carried wheels (benchmarks/gpu_kit.py), records the machine, then runs each
+# row of `python -m benchmarks.benchmark --device gpu` in its own process and time limit,
 # so that one failing row still leaves the others' JSON. Everything lands in $OUT:
-# env.txt, log.txt and gpu_<row>.json (merge with train/BENCHMARKS.md by hand); then,
+# env.txt, log.txt and gpu_<row>.json (merge with benchmarks/BENCHMARKS.md by hand); then,
 # if at least 120 s of the BUDGET are left, rows 2 and 4 again with a bfloat16
 # predictor on both sides (--dtype bfloat16, the usual way to train on a GPU) in
 # gpu_bf16.json.
@@ -22,7 +23,7 @@ export XLA_PYTHON_CLIENT_MEM_FRACTION=${XLA_PYTHON_CLIENT_MEM_FRACTION:-0.6}
 PY=${PYTHON:-python3}
 OUT=${OUT:-/tmp/gpu_out}
 mkdir -p "$OUT"
-"$PY" -m train.gpu_kit install --target /tmp/gpu_site || exit 1
+"$PY" -m benchmarks.gpu_kit install --target /tmp/gpu_site || exit 1
 export PYTHONPATH="/tmp/gpu_site:$PWD${PYTHONPATH:+:$PYTHONPATH}"
 {
   date -u
@@ -30,11 +31,11 @@ export PYTHONPATH="/tmp/gpu_site:$PWD${PYTHONPATH:+:$PYTHONPATH}"
   "$PY" -c "import jax, torch; print('jax', jax.__version__, jax.devices()); print('torch', torch.__version__, 'cuda', torch.cuda.is_available())"
 } 2>&1 | tee "$OUT/env.txt"
 status=0
-# Seconds per row (unknown on the H200 so far; row 2 compiles two ResNet50 steps):
-# 90 + 200 + 120 + 110 = 520 s, inside a 560 s call with the unpacking.
+# Seconds per row (row 2 compiles two ResNet50 steps): 90 + 200 + 120 + 110 = 520 s,
+# inside a 560 s budget with the unpacking.
 for spec in canonicalizer:90 train_step:200 pointcloud:120 inference:110; do
   row=${spec%%:*}
-  timeout "${ROW_TIMEOUT:-${spec##*:}}" "$PY" -m train.benchmark ${BENCH_ARGS:---device gpu} \
+  timeout "${ROW_TIMEOUT:-${spec##*:}}" "$PY" -m benchmarks.benchmark ${BENCH_ARGS:---device gpu} \
       --rows "$row" --out "$OUT/gpu_$row.json" 2>&1 | tee -a "$OUT/log.txt"
   rc=${PIPESTATUS[0]}
   echo "[$row] exit status $rc" | tee -a "$OUT/log.txt"
@@ -43,7 +44,7 @@ done
 # SECONDS counts from the script's start (the unpacking included).
 left=$(( ${BUDGET:-540} - SECONDS ))
 if [ "$left" -ge 120 ]; then
-  timeout "$left" "$PY" -m train.benchmark ${BENCH_ARGS:---device gpu} --dtype bfloat16 \
+  timeout "$left" "$PY" -m benchmarks.benchmark ${BENCH_ARGS:---device gpu} --dtype bfloat16 \
       --rows train_step,inference --out "$OUT/gpu_bf16.json" 2>&1 | tee -a "$OUT/log.txt"
   rc=${PIPESTATUS[0]}
   echo "[bf16] exit status $rc" | tee -a "$OUT/log.txt"
