@@ -102,7 +102,7 @@ def test_state_dict_for_other_architecture_fails_with_both_key_sets(resnet18_sta
                                        r"state_dict \(512, 10\)"):
     convert.convert_state_dict(resnet18_state_dict, get_model("resnet18"), "torchvision")
 
-  with pytest.raises(ValueError, match="no timm conversion for ResNet"):
+  with pytest.raises(ValueError, match="source must be 'torchvision' for a ResNet"):
     convert.convert_state_dict(resnet18_state_dict, get_model("resnet18"), "timm")
 
 
