@@ -150,7 +150,7 @@ def test_released_checkpoint_layouts_convert(variant):
 
 
 def test_orbax_round_trip(tiny, tmp_path):
-  _, module, variables, apply = tiny
+  reference, module, variables, apply = tiny
   metadata = convert.SamMetadata("tiny", 64, sam.PIXEL_MEAN, sam.PIXEL_STD, "random")
   convert.save_pretrained(str(tmp_path / "ckpt"), variables, metadata)
   loaded_module, loaded = convert.load_pretrained(str(tmp_path / "ckpt"))
@@ -158,6 +158,17 @@ def test_orbax_round_trip(tiny, tmp_path):
   jax.tree.map(np.testing.assert_array_equal, loaded, variables)
   with pytest.raises(ValueError, match="must be empty"):
     convert.save_pretrained(str(tmp_path / "ckpt"), variables, metadata)
+
+  # The command line converts a segment_anything .pth into the same checkpoint.
+  weights = str(tmp_path / "sam_tiny.pth")
+  torch.save(reference.state_dict(), weights)
+  convert.main(["--arch", "sam_tiny", "--source", "segment_anything", "--weights", weights,
+                "--out", str(tmp_path / "cli"), "--image_size", "64"])
+  cli_module, cli = convert.load_pretrained(str(tmp_path / "cli"))
+  assert cli_module == module and convert.read_metadata(str(tmp_path / "cli")).origin == weights
+  jax.tree.map(np.testing.assert_array_equal, cli, variables)
+  with pytest.raises(ValueError, match=r"arch must be one of \['sam_tiny', 'sam_vit_b'"):
+    convert.convert_checkpoint("vit_b16", "segment_anything", str(tmp_path / "x"), weights)
 
 
 def test_box_predictor_matches_segment_anything_pipeline(tiny):
