@@ -17,9 +17,9 @@ Command line (thin wrapper around :func:`convert_checkpoint`)::
 
 Without ``--weights`` the official weights are downloaded (needs network). In
 Python: ``module, variables = load_pretrained(DIR)`` for any of them; a classifier
-takes ``module.apply(variables, normalize(images, mean, std))`` with images ``(B, 224,
-224, 3)`` in ``[0, 1]`` and the checkpoint's (mean, std) (:func:`read_metadata`); SAM
-plugs into :func:`canon_jax.models.sam.box_predictor`.
+takes ``module.apply(variables, canon_jax.models.normalize(images, meta.mean,
+meta.std))`` with images ``(B, 224, 224, 3)`` in ``[0, 1]`` and ``meta =
+read_metadata(DIR)``; SAM plugs into :func:`canon_jax.models.sam.box_predictor`.
 
 The conversion is checkpoint surgery in small dict -> dict steps: a state dict
 ``{torch name: array}`` is renamed and re-laid-out by the model's rules (the
