@@ -102,8 +102,27 @@ def test_state_dict_for_other_architecture_fails_with_both_key_sets(resnet18_sta
                                        r"state_dict \(512, 10\)"):
     convert.convert_state_dict(resnet18_state_dict, get_model("resnet18"), "torchvision")
 
-  with pytest.raises(ValueError, match="no timm conversion for ResNet"):
+  with pytest.raises(ValueError, match="source must be 'torchvision' for a ResNet"):
     convert.convert_state_dict(resnet18_state_dict, get_model("resnet18"), "timm")
+
+
+def test_training_merge_uses_the_conversion_check():
+  """train/'s merge of a pretrained predictor fails exactly as conversion does."""
+  from train import trainer
+  initial = {"conv": {"kernel": jax.ShapeDtypeStruct((3, 3, 1, 2), jnp.float32)},
+             "head": {"bias": jax.ShapeDtypeStruct((2,), jnp.float32)}}
+  loaded = {"conv": {"kernel": np.zeros((3, 3, 1, 4))}, "extra": {"w": np.zeros(1)}}
+  with pytest.raises(ValueError) as error:
+    trainer._strict_merge(loaded, initial, "params")  # pylint: disable=protected-access
+  with pytest.raises(ValueError) as direct:
+    convert.check_variables(loaded, initial, what="params")
+  assert str(error.value) == str(direct.value)
+  assert "missing keys (in the model, not in the params): ['head/bias']" in str(error.value)
+  assert "unexpected keys (in the params, not in the model): ['extra/w']" in str(error.value)
+  assert "conv/kernel: model (3, 3, 1, 2) vs params (3, 3, 1, 4)" in str(error.value)
+  merged = trainer._strict_merge(  # pylint: disable=protected-access
+      {"conv": {"kernel": np.ones((3, 3, 1, 2))}, "head": {"bias": np.ones(2)}}, initial, "p")
+  assert merged["conv"]["kernel"].dtype == np.float32
 
 
 def _timm_vit_tiny(seed: int) -> dict:

@@ -8,7 +8,8 @@ import pytest
 import torch
 from torch_shim import assert_logits_close, import_torchvision, numpy_state_dict, randomize_
 
-from canon_jax.models import sam, sam_convert
+from canon_jax import convert
+from canon_jax.models import sam
 
 import_torchvision()  # segment_anything imports torchvision.transforms
 segment_anything = pytest.importorskip("segment_anything")
@@ -35,7 +36,7 @@ def _reference_tiny(seed: int = 0) -> torch.nn.Module:
 def tiny():
   reference = _reference_tiny()
   module = sam.SamTiny()
-  variables = sam_convert.convert_sam_state_dict(numpy_state_dict(reference), module)
+  variables = convert.convert_state_dict(numpy_state_dict(reference), module, "segment_anything")
   apply = jax.jit(module.apply, static_argnames="multimask_output")
   return reference, module, variables, apply
 
@@ -125,13 +126,13 @@ def test_conversion_is_strict(tiny):
   state = numpy_state_dict(reference)
   missing = {k: v for k, v in state.items() if k != "mask_decoder.iou_token.weight"}
   with pytest.raises(ValueError, match=r"missing keys.*mask_decoder/iou_token"):
-    sam_convert.convert_sam_state_dict(missing, module)
+    convert.convert_state_dict(missing, module, "segment_anything")
   extra = {**state, "image_encoder.blocks.0.attn.extra": np.zeros(3, np.float32)}
   with pytest.raises(ValueError, match=r"unexpected keys.*attn\.extra"):
-    sam_convert.convert_sam_state_dict(extra, module)
+    convert.convert_state_dict(extra, module, "segment_anything")
   wrong = {**state, "image_encoder.pos_embed": np.zeros((1, 4, 4, 32), np.float32)}
   with pytest.raises(ValueError, match=r"shape mismatches.*pos_embed"):
-    sam_convert.convert_sam_state_dict(wrong, module)
+    convert.convert_state_dict(wrong, module, "segment_anything")
 
 
 @pytest.mark.parametrize("variant", ["vit_b", "vit_l", "vit_h"])
@@ -141,21 +142,33 @@ def test_released_checkpoint_layouts_convert(variant):
     reference = segment_anything.sam_model_registry[variant]()
   state = {k: np.broadcast_to(np.float32(0), tuple(v.shape))
            for k, v in reference.state_dict().items()}
-  variables = sam_convert.convert_sam_state_dict(state, sam.SAM_VARIANTS[variant]())
+  variables = convert.convert_state_dict(state, sam.SAM_VARIANTS[variant](),
+                                       "segment_anything")
   leaves = jax.tree_util.tree_leaves(variables)
   assert sum(x.size for x in leaves) == sum(int(np.prod(v.shape)) for v in state.values())
   assert len(leaves) == len(state)
 
 
 def test_orbax_round_trip(tiny, tmp_path):
-  _, module, variables, apply = tiny
-  metadata = sam_convert.SamMetadata("tiny", 64, sam.PIXEL_MEAN, sam.PIXEL_STD, "random")
-  sam_convert.save_sam(str(tmp_path / "ckpt"), variables, metadata)
-  loaded_module, loaded = sam_convert.load_sam(str(tmp_path / "ckpt"))
+  reference, module, variables, apply = tiny
+  metadata = convert.SamMetadata("tiny", 64, sam.PIXEL_MEAN, sam.PIXEL_STD, "random")
+  convert.save_pretrained(str(tmp_path / "ckpt"), variables, metadata)
+  loaded_module, loaded = convert.load_pretrained(str(tmp_path / "ckpt"))
   assert loaded_module == module
   jax.tree.map(np.testing.assert_array_equal, loaded, variables)
   with pytest.raises(ValueError, match="must be empty"):
-    sam_convert.save_sam(str(tmp_path / "ckpt"), variables, metadata)
+    convert.save_pretrained(str(tmp_path / "ckpt"), variables, metadata)
+
+  # The command line converts a segment_anything .pth into the same checkpoint.
+  weights = str(tmp_path / "sam_tiny.pth")
+  torch.save(reference.state_dict(), weights)
+  convert.main(["--arch", "sam_tiny", "--source", "segment_anything", "--weights", weights,
+                "--out", str(tmp_path / "cli"), "--image_size", "64"])
+  cli_module, cli = convert.load_pretrained(str(tmp_path / "cli"))
+  assert cli_module == module and convert.read_metadata(str(tmp_path / "cli")).origin == weights
+  jax.tree.map(np.testing.assert_array_equal, cli, variables)
+  with pytest.raises(ValueError, match=r"arch must be one of \['sam_tiny', 'sam_vit_b'"):
+    convert.convert_checkpoint("vit_b16", "segment_anything", str(tmp_path / "x"), weights)
 
 
 def test_box_predictor_matches_segment_anything_pipeline(tiny):

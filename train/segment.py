@@ -47,7 +47,7 @@ Every image is resized so its longer side is ``config.data.image_size`` and zero
 to a square (SAM's layout), RGB in [0, 1].
 
 Predictor (``config.predictor``): ``checkpoint`` is a directory written by
-``python -m canon_jax.models.sam_convert``; ``name="sam_tiny_random"`` instead builds a
+``python -m canon_jax.convert --arch sam_vit_h``; ``name="sam_tiny_random"`` instead builds a
 randomly initialised test-sized SAM (no weights needed; its masks are meaningless,
 but every code path runs), and ``name="box_fill"`` a non-learned baseline whose mask is
 the prompt box itself (non-zero mAP on the synthetic shapes).
@@ -108,7 +108,7 @@ def validate_config(config: ml_collections.ConfigDict, device_count: int,
   if config.predictor.name not in ("sam_tiny_random", "box_fill") and (
       not config.predictor.checkpoint):
     raise ValueError("config.predictor.checkpoint must name a directory written by "
-                     "`python -m canon_jax.models.sam_convert` (or set "
+                     "`python -m canon_jax.convert --arch sam_vit_h` (or set "
                      "config.predictor.name='sam_tiny_random' for a random test model).")
   if config.data.name == "coco/2017" and not (config.data.val_annotations
                                               and config.data.val_images):
@@ -337,8 +337,8 @@ def load_predictor(config: ml_collections.ConfigDict):
     variables = jax.jit(module.init)(jax.random.key(config.seed), x,
                                      boxes=jnp.zeros((1, 1, 4)))
   else:
-    from canon_jax.models import sam_convert  # pylint: disable=import-outside-toplevel
-    module, variables = sam_convert.load_sam(p.checkpoint)
+    from canon_jax import convert  # pylint: disable=import-outside-toplevel
+    module, variables = convert.load_pretrained(p.checkpoint)
 
   def predict(sam_variables, images, boxes):
     return sam_lib.box_predictor(module, sam_variables,

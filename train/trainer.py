@@ -36,6 +36,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 import canon_jax
+from canon_jax import checkpoint_io
 
 from train import checkpointing, evaluate, input_pipeline, models, report, tasks
 from train import loop as train_loop
@@ -87,17 +88,9 @@ def _replicate_host_tree(tree: Any, sharding: NamedSharding) -> Any:
 
 
 def _strict_merge(loaded: dict[str, Any], initial: dict[str, Any], what: str) -> dict[str, Any]:
-  """``loaded`` if it has exactly ``initial``'s keys and shapes, else a loud error."""
-  flat_l = {jax.tree_util.keystr(k): v for k, v in jax.tree_util.tree_leaves_with_path(loaded)}
-  flat_i = {jax.tree_util.keystr(k): v for k, v in jax.tree_util.tree_leaves_with_path(initial)}
-  missing = sorted(set(flat_i) - set(flat_l))
-  unexpected = sorted(set(flat_l) - set(flat_i))
-  shapes = [f"{k}: {np.shape(flat_l[k])} vs model {np.shape(flat_i[k])}"
-            for k in sorted(set(flat_l) & set(flat_i))
-            if tuple(np.shape(flat_l[k])) != tuple(np.shape(flat_i[k]))]
-  if missing or unexpected or shapes:
-    raise ValueError(f"{what} does not match the model.\n  missing: {missing}\n"
-                     f"  unexpected: {unexpected}\n  shape mismatches: {shapes}")
+  """``loaded`` cast to ``initial``'s dtypes if it has exactly ``initial``'s keys and
+  shapes, else a ``ValueError`` listing the differences (the conversion's check)."""
+  checkpoint_io.check_variables(loaded, initial, what=what)
   return jax.tree.map(lambda v, i: np.asarray(v, dtype=i.dtype), loaded, initial)
 
 

@@ -16,8 +16,9 @@ registered with TFDS when its module is imported: use its class or a function of
 this package first, or import the module (``import canon_jax.data.shapes``), before
 ``tfds.builder(name)`` / ``tfds.data_source(name)``.
 """
-import importlib
 from typing import TYPE_CHECKING
+
+from canon_jax import _lazy
 
 if TYPE_CHECKING:   # static analysers and IDEs see the names; nothing runs here
   from canon_jax.data.coco import CocoInstances
@@ -43,31 +44,11 @@ _EXPORTS = {
                "rotate_point_clouds"),
     "sources": ("ImageDataset", "get_image_dataset"),
     "synthetic_instances": ("SyntheticInstances", "make_synthetic_instances"),
-}
-_MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
-
-__all__ = sorted(_MODULE_OF)
-
-
-def __getattr__(name: str):
-  module = _MODULE_OF.get(name)
-  if module is None:
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-  value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
-  globals()[name] = value        # later lookups skip this function
-  return value
-
-
-def __dir__() -> list[str]:
-  return sorted(set(globals()) | set(__all__))
-
-# E(3) n-body and part segmentation (loaded on first use, like the names above).
-_EXPORTS_NBODY_PARTS = {
     "nbody": ("CanonNBody", "NBodyDataset", "get_nbody_dataset", "make_nbody",
               "pack_particles"),
     "parts": ("CanonParts", "PartsDataset", "ShapenetPartHdf5", "get_parts_dataset",
               "make_parts"),
 }
-_MODULE_OF.update({name: module for module, names in _EXPORTS_NBODY_PARTS.items()
-                   for name in names})
-__all__ = sorted(_MODULE_OF)
+__all__ = sorted(name for names in _EXPORTS.values() for name in names)
+__getattr__, __dir__ = _lazy.attach(
+    __name__, {name: f".{module}" for module, names in _EXPORTS.items() for name in names})

@@ -37,6 +37,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from canon_jax import state_dict_rules as rules
 from canon_jax._checks import check_nhwc
 
 Initializer = Callable[..., jax.Array]
@@ -179,3 +180,24 @@ ResNet101 = functools.partial(ResNet, stage_sizes=(3, 4, 23, 3), block="bottlene
 """torchvision ``resnet101``: Bottleneck, stages (3, 4, 23, 3), 44.5 M parameters."""
 ResNetTiny = functools.partial(ResNet, stage_sizes=(1, 1, 1, 1), block="basic", width=8)
 """Test-sized ResNet: one BasicBlock per stage, widths 8/16/32/64 (~50 k parameters)."""
+
+
+def torch_rules(source: str) -> tuple[rules.Rule, ...]:
+  """Renaming rules of ``source``'s ResNet state dicts (:mod:`canon_jax.state_dict_rules`).
+
+  Args:
+    source: ``"torchvision"`` (``torchvision.models.resnet*`` names).
+  """
+  if source != "torchvision":
+    raise ValueError(f"source must be 'torchvision' for a ResNet, got {source!r}")
+  conv, bn = rules.CONV_LEAVES, rules.BATCHNORM_LEAVES
+  block = r"layer(\d+)\.(\d+)"
+  return (
+      (r"conv1", "conv1", conv),
+      (r"bn1", "bn1", bn),
+      (block + r"\.conv(\d+)", r"layer\1_\2/conv\3", conv),
+      (block + r"\.bn(\d+)", r"layer\1_\2/bn\3", bn),
+      (block + r"\.downsample\.0", r"layer\1_\2/downsample_conv", conv),
+      (block + r"\.downsample\.1", r"layer\1_\2/downsample_bn", bn),
+      (r"fc", "head", rules.DENSE_LEAVES),
+  )

@@ -58,7 +58,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from canon_jax import _checks
+from canon_jax import _checks, state_dict_rules as rules
 from canon_jax.data.image_ops import longest_side_shape  # SAM's resize rule
 
 PIXEL_MEAN = (123.675, 116.28, 103.53)
@@ -716,3 +716,73 @@ def box_predictor(module: Sam, variables, *, multimask_output: bool = False):
     return postprocess_masks(low, (rh, rw), (h, w), module.image_size), score
 
   return predict
+
+
+def init_inputs(module: Sam) -> tuple[jax.ShapeDtypeStruct, ...]:
+  """Shapes of ``module.init``'s inputs with every prompt kind (image, box, point with
+  label, mask), so that every variable is created: ``jax.eval_shape(module.init, key,
+  *init_inputs(module))``."""
+  s, e = module.image_size, module.embedding_size
+  return (jax.ShapeDtypeStruct((1, s, s, 3), jnp.float32),
+          jax.ShapeDtypeStruct((1, 1, 4), jnp.float32),
+          jax.ShapeDtypeStruct((1, 1, 1, 2), jnp.float32),
+          jax.ShapeDtypeStruct((1, 1, 1), jnp.int32),
+          jax.ShapeDtypeStruct((1, 1, 4 * e, 4 * e), jnp.float32))
+
+
+def torch_rules(source: str) -> tuple[rules.Rule, ...]:
+  """Renaming rules of ``segment_anything``'s ``Sam.state_dict()`` names
+  (:mod:`canon_jax.state_dict_rules`): ConvTranspose ``(in, out, kh, kw)`` -> ``(kh, kw,
+  in, out)``, embeddings and relative position tables as they are, the Fourier matrix
+  into ``constants``.
+
+  Args:
+    source: ``"segment_anything"``.
+  """
+  if source != "segment_anything":
+    raise ValueError(f"source must be 'segment_anything' for SAM, got {source!r}")
+  conv, dense, norm = rules.CONV_LEAVES, rules.DENSE_LEAVES, rules.LAYERNORM_LEAVES
+  params = functools.partial(rules.leaf_to, "params")
+  embedding = {"weight": params("")}  # the leaf is named by the rule's template
+  conv_transpose = {"weight": params("kernel", lambda w: np.transpose(w, (2, 3, 0, 1))),
+                    "bias": params("bias")}
+  block = r"image_encoder\.blocks\.(\d+)"
+  layer = r"mask_decoder\.transformer\.layers\.(\d+)"
+  attention = r"(self_attn|cross_attn_token_to_image|cross_attn_image_to_token)"
+  return (
+      (r"image_encoder", "image_encoder", {"pos_embed": params("pos_embed")}),
+      (r"image_encoder\.patch_embed\.proj", "image_encoder/patch_embed", conv),
+      (block + r"\.norm(\d)", r"image_encoder/blocks_\1/norm\2", norm),
+      (block + r"\.attn", r"image_encoder/blocks_\1/attn",
+       {"rel_pos_h": params("rel_pos_h"), "rel_pos_w": params("rel_pos_w")}),
+      (block + r"\.attn\.(qkv|proj)", r"image_encoder/blocks_\1/attn/\2", dense),
+      (block + r"\.mlp\.(lin\d)", r"image_encoder/blocks_\1/\2", dense),
+      (r"image_encoder\.neck\.([02])", r"image_encoder/neck_\1", conv),
+      (r"image_encoder\.neck\.([13])", r"image_encoder/neck_\1", norm),
+      (r"prompt_encoder\.pe_layer", "prompt_encoder", {
+          "positional_encoding_gaussian_matrix":
+              rules.leaf_to("constants", "positional_encoding_gaussian_matrix")}),
+      (r"prompt_encoder\.point_embeddings\.(\d)", r"prompt_encoder/point_embeddings_\1",
+       embedding),
+      (r"prompt_encoder\.(not_a_point_embed|no_mask_embed)", r"prompt_encoder/\1", embedding),
+      (r"prompt_encoder\.mask_downscaling\.([036])", r"prompt_encoder/mask_downscaling_\1",
+       conv),
+      (r"prompt_encoder\.mask_downscaling\.([14])", r"prompt_encoder/mask_downscaling_\1",
+       norm),
+      (r"mask_decoder\.(iou_token|mask_tokens)", r"mask_decoder/\1", embedding),
+      (layer + r"\." + attention + r"\.([qkv]_proj|out_proj)",
+       r"mask_decoder/transformer/layers_\1/\2/\3", dense),
+      (layer + r"\.(norm\d)", r"mask_decoder/transformer/layers_\1/\2", norm),
+      (layer + r"\.mlp\.(lin\d)", r"mask_decoder/transformer/layers_\1/\2", dense),
+      (r"mask_decoder\.transformer\.final_attn_token_to_image\.([qkv]_proj|out_proj)",
+       r"mask_decoder/transformer/final_attn_token_to_image/\1", dense),
+      (r"mask_decoder\.transformer\.norm_final_attn",
+       "mask_decoder/transformer/norm_final_attn", norm),
+      (r"mask_decoder\.output_upscaling\.([03])", r"mask_decoder/output_upscaling_\1",
+       conv_transpose),
+      (r"mask_decoder\.output_upscaling\.1", "mask_decoder/output_upscaling_1", norm),
+      (r"mask_decoder\.output_hypernetworks_mlps\.(\d+)\.layers\.(\d+)",
+       r"mask_decoder/output_hypernetworks_mlps_\1/layers_\2", dense),
+      (r"mask_decoder\.iou_prediction_head\.layers\.(\d+)",
+       r"mask_decoder/iou_prediction_head/layers_\1", dense),
+  )

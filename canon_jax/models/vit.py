@@ -38,6 +38,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from canon_jax import state_dict_rules as rules
 from canon_jax._checks import check_nhwc
 
 Initializer = Callable[..., jax.Array]
@@ -191,3 +192,47 @@ ViTTi16 = functools.partial(ViT, patch_size=16, hidden_size=192, num_layers=12, 
 ViTTiny = functools.partial(ViT, patch_size=4, hidden_size=32, num_layers=2, num_heads=2,
                             mlp_dim=64)
 """Test-sized ViT: 4 x 4 patches, width 32, 2 blocks, 2 heads (~30 k parameters)."""
+
+
+def torch_rules(source: str) -> tuple[rules.Rule, ...]:
+  """Renaming rules of ``source``'s ViT state dicts (:mod:`canon_jax.state_dict_rules`).
+
+  Args:
+    source: ``"torchvision"`` (``torchvision.models.vit_*``) or ``"timm"``
+      (``timm``'s ``vit_*_patch16_224``).
+  """
+  dense, norm = rules.DENSE_LEAVES, rules.LAYERNORM_LEAVES
+  params = functools.partial(rules.leaf_to, "params")
+  if source == "torchvision":
+    block = r"encoder\.layers\.encoder_layer_(\d+)"
+    return (
+        (r"", "", {"class_token": params("cls")}),
+        (r"conv_proj", "embedding", rules.CONV_LEAVES),
+        (r"encoder", "", {"pos_embedding": params("pos_embedding")}),
+        (block + r"\.ln_(\d)", r"encoderblock_\1/ln_\2", norm),
+        (block + r"\.self_attention", r"encoderblock_\1/attention", {
+            "in_proj_weight": rules.split_qkv("kernel", rules.out_in_to_in_out),
+            "in_proj_bias": rules.split_qkv("bias"),
+        }),
+        (block + r"\.self_attention\.out_proj", r"encoderblock_\1/attention/out", dense),
+        # "linear_1"/"linear_2": MLPBlock names of checkpoints saved before torchvision 0.14.
+        (block + r"\.mlp\.(?:0|linear_1)", r"encoderblock_\1/mlp/fc1", dense),
+        (block + r"\.mlp\.(?:3|linear_2)", r"encoderblock_\1/mlp/fc2", dense),
+        (r"encoder\.ln", "encoder_norm", norm),
+        (r"heads\.head", "head", dense),
+    )
+  if source == "timm":
+    return (
+        (r"", "", {"cls_token": params("cls"), "pos_embed": params("pos_embedding")}),
+        (r"patch_embed\.proj", "embedding", rules.CONV_LEAVES),
+        (r"blocks\.(\d+)\.norm(\d)", r"encoderblock_\1/ln_\2", norm),
+        (r"blocks\.(\d+)\.attn\.qkv", r"encoderblock_\1/attention", {
+            "weight": rules.split_qkv("kernel", rules.out_in_to_in_out),
+            "bias": rules.split_qkv("bias"),
+        }),
+        (r"blocks\.(\d+)\.attn\.proj", r"encoderblock_\1/attention/out", dense),
+        (r"blocks\.(\d+)\.mlp\.fc(\d)", r"encoderblock_\1/mlp/fc\2", dense),
+        (r"norm", "encoder_norm", norm),
+        (r"head", "head", dense),
+    )
+  raise ValueError(f"source must be 'torchvision' or 'timm' for a ViT, got {source!r}")

@@ -1,4 +1,5 @@
 """Equivariant layers and canonicalization networks."""
+from canon_jax import _lazy
 from canon_jax.nn.gconv import (FilterBasis, GroupBatchNorm, GroupConv, LiftingConv,
                                 gaussian_blur, group_avg_pool, group_blur_pool,
                                 pool_to_logits, steerable_basis)
@@ -16,10 +17,5 @@ __all__ = [
     'VNLinear', 'VNLinearBNLeakyReLU', 'VNMaxPool', 'VNVectorNet',
 ]
 
-
-def __getattr__(name):
-  # e3nn-jax (and the scipy.signal it imports) take ~2 s to import: only on use.
-  if name == "E3nnVectorNet":
-    from canon_jax.nn.e3nn_net import E3nnVectorNet  # pylint: disable=import-outside-toplevel
-    return E3nnVectorNet
-  raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+# e3nn-jax (and the scipy.signal it imports) take ~2 s to import: only on use.
+__getattr__, __dir__ = _lazy.attach(__name__, {"E3nnVectorNet": ".e3nn_net"})

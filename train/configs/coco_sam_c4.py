@@ -29,7 +29,7 @@ builder needs TensorFlow to prepare the data, the run reads the prepared files
 without it)::
 
   tfds.builder("coco/2017", data_dir=DATA).download_and_prepare(file_format="array_record")
-  python -m canon_jax.models.sam_convert --variant vit_h \
+  python -m canon_jax.convert --arch sam_vit_h --source segment_anything \
       --weights sam_vit_h_4b8939.pth --out pretrained/sam_vit_h
   # and annotations/instances_val2017.json + val2017/ from cocodataset.org: TFDS's
   # coco/2017 holds boxes and labels but no instance masks, which mask AP needs.
@@ -79,7 +79,7 @@ def get_config() -> ml_collections.ConfigDict:
 
   config.predictor = ml_collections.ConfigDict(dict(
       name="sam_vit_h",                   # or "sam_tiny_random" (tests: random weights)
-      checkpoint="pretrained/sam_vit_h",  # python -m canon_jax.models.sam_convert --out ...
+      checkpoint="pretrained/sam_vit_h",  # python -m canon_jax.convert --arch sam_vit_h
       multimask_output=False,             # the reference's SAM wrapper
       mask_threshold=0.0,
   ))
