@@ -2,6 +2,14 @@
 import ml_collections
 
 
+def run_config(task: str, batch_size: int, eval_batch_size: int, seed: int = 0
+               ) -> ml_collections.ConfigDict:
+  """A config's top level: the task ("images", "points", "parts", "nbody"), the global
+  batch sizes and the seed."""
+  return ml_collections.ConfigDict(dict(task=task, seed=seed, batch_size=batch_size,
+                                        eval_batch_size=eval_batch_size))
+
+
 def stage(**overrides) -> ml_collections.ConfigDict:
   """A variant's training settings (fields listed in train/config_checks.py)."""
   fields = dict(
@@ -45,3 +53,15 @@ def set_run_settings(config: ml_collections.ConfigDict, *, num_visualize: int = 
   config.num_visualize = num_visualize   # images shown in canonicalization.png
   config.progress_bar = True
   return config
+
+
+def model_config(name: str, **kwargs) -> ml_collections.ConfigDict:
+  """``config.model``: the predictor ``name`` built with ``kwargs``, trained from
+  scratch (no ``pretrained`` checkpoint), no image resize or normalisation."""
+  return ml_collections.ConfigDict(dict(
+      name=name,
+      kwargs=ml_collections.ConfigDict(kwargs),
+      pretrained=ml_collections.config_dict.placeholder(str),
+      input_size=ml_collections.config_dict.placeholder(int),
+      normalize=ml_collections.config_dict.placeholder(str),
+  ))

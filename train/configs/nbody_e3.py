@@ -43,35 +43,21 @@ orientation.
 """
 import ml_collections
 
-from train.configs.digits_c8 import stage
+from train.configs.common import (data_config, model_config, run_config, set_run_settings,
+                                  stage)
 
 
 def get_config() -> ml_collections.ConfigDict:
-  config = ml_collections.ConfigDict()
-  config.task = "nbody"
-  config.seed = 0
-  config.batch_size = 100
-  config.eval_batch_size = 100
+  config = run_config("nbody", batch_size=100, eval_batch_size=100)
 
-  config.data = ml_collections.ConfigDict(dict(
-      name="canon_nbody",
-      data_dir=ml_collections.config_dict.placeholder(str),  # None: ~/tensorflow_datasets
-      train_split="train",
-      eval_split="test",
+  config.data = data_config(
+      "canon_nbody",
       train_rotation="none",  # "none" | "so3": motions of the training systems
       test_rotation="so3",    # motions of the test poses
       translation_std=1.0,    # per-axis std of the translations with each rotation
-      num_test_poses=8,       # the identity and 7 random motions
-      worker_count=0,
-  ))
+      num_test_poses=8)       # the identity and 7 random motions
 
-  config.model = ml_collections.ConfigDict(dict(
-      name="nbody_mlp",
-      kwargs=ml_collections.ConfigDict(dict(hidden=(128, 128))),
-      pretrained=ml_collections.config_dict.placeholder(str),
-      input_size=ml_collections.config_dict.placeholder(int),
-      normalize=ml_collections.config_dict.placeholder(str),
-  ))
+  config.model = model_config("nbody_mlp", hidden=(128, 128))
 
   # Fields of canon_jax.NBodyCanonicalizer.
   config.canonicalizer = ml_collections.ConfigDict(dict(
@@ -84,9 +70,5 @@ def get_config() -> ml_collections.ConfigDict:
   config.augmentation = stage(num_steps=1500, predictor_lr=1e-3)
   config.canonicalized = stage(num_steps=1500, predictor_lr=1e-3, canonicalizer_lr=1e-3)
 
-  config.log_every_steps = 50
-  config.checkpoint_every_steps = 500
-  config.keep_checkpoints = 2
-  config.num_visualize = 0
-  config.progress_bar = True
-  return config
+  return set_run_settings(config, num_visualize=0, log_every_steps=50,
+                          checkpoint_every_steps=500)

@@ -47,56 +47,21 @@ For ShapeNet-part (prepared once from the manual download, see
 """
 import ml_collections
 
-from train.configs.digits_c8 import stage
+from train.configs import shapes_pointnet_so3
+from train.configs.common import model_config, stage
 
 
 def get_config() -> ml_collections.ConfigDict:
-  config = ml_collections.ConfigDict()
+  # The shapes classification run's data protocol (z-rotations in training, SO(3)
+  # test poses) and its Vector Neuron canonicalizer, with per-point labels.
+  config = shapes_pointnet_so3.get_config()
   config.task = "parts"
-  config.seed = 0
-  config.batch_size = 32
   config.eval_batch_size = 40
-
-  config.data = ml_collections.ConfigDict(dict(
-      name="canon_parts/small",
-      data_dir=ml_collections.config_dict.placeholder(str),  # None: ~/tensorflow_datasets
-      train_split="train",
-      eval_split="test",
-      train_rotation="z",     # poses of the training clouds: "none" | "z" | "so3"
-      test_rotation="so3",    # distribution of the test poses
-      num_test_poses=8,       # the identity and 7 random rotations
-      worker_count=0,
-  ))
-
-  config.model = ml_collections.ConfigDict(dict(
-      name="pointnet_seg",
-      kwargs=ml_collections.ConfigDict(dict(features=(64, 128, 256), head=(128, 64),
-                                            dropout_rate=0.2)),
-      pretrained=ml_collections.config_dict.placeholder(str),
-      input_size=ml_collections.config_dict.placeholder(int),
-      normalize=ml_collections.config_dict.placeholder(str),
-  ))
-
-  # Fields of canon_jax.PointCloudCanonicalizer (see shapes_pointnet_so3.py).
-  config.canonicalizer = ml_collections.ConfigDict(dict(
-      network="vn",
-      group="SO3",
-      num_neighbors=12,
-      num_layers=2,
-      channels=16,
-      pooling="mean",
-      check_finite=False,
-  ))
-
-  config.variants = ("vanilla", "augmentation", "canonicalized")
+  config.data.name = "canon_parts/small"
+  config.model = model_config("pointnet_seg", features=(64, 128, 256), head=(128, 64),
+                              dropout_rate=0.2)
   config.vanilla = stage(num_steps=300, predictor_lr=2e-3)
   config.augmentation = stage(init="vanilla", num_steps=150)
   config.canonicalized = stage(init="vanilla", num_steps=300, prior_weight=1.0,
                                canonicalizer_lr=2e-3)
-
-  config.log_every_steps = 10
-  config.checkpoint_every_steps = 100
-  config.keep_checkpoints = 2
-  config.num_visualize = 0
-  config.progress_bar = True
   return config

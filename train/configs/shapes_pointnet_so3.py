@@ -47,15 +47,12 @@ rotations follow), with the paper's PointNet::
 """
 import ml_collections
 
-from train.configs.common import data_config, set_run_settings, stage
+from train.configs.common import (data_config, model_config, run_config, set_run_settings,
+                                  stage)
 
 
 def get_config() -> ml_collections.ConfigDict:
-  config = ml_collections.ConfigDict()
-  config.task = "points"
-  config.seed = 0
-  config.batch_size = 32
-  config.eval_batch_size = 80
+  config = run_config("points", batch_size=32, eval_batch_size=80)
 
   config.data = data_config(
       "canon_shapes/small",
@@ -63,14 +60,8 @@ def get_config() -> ml_collections.ConfigDict:
       test_rotation="so3",    # distribution of the test poses
       num_test_poses=8)       # the identity and 7 random rotations
 
-  config.model = ml_collections.ConfigDict(dict(
-      name="pointnet",
-      kwargs=ml_collections.ConfigDict(dict(features=(64, 128, 256), head=(128,),
-                                            dropout_rate=0.3)),
-      pretrained=ml_collections.config_dict.placeholder(str),
-      input_size=ml_collections.config_dict.placeholder(int),
-      normalize=ml_collections.config_dict.placeholder(str),
-  ))
+  config.model = model_config("pointnet", features=(64, 128, 256), head=(128,),
+                              dropout_rate=0.3)
 
   # Fields of canon_jax.PointCloudCanonicalizer. check_finite=False: no check at all
   # (the input pipeline's clouds are finite; the default, None, checks only eager
