@@ -36,6 +36,27 @@ def _feature_knn(features: jax.Array, k: int) -> jax.Array:
   return jax.lax.top_k(-d2, k)[1]
 
 
+def edge_conv_features(points: jax.Array, features: Sequence[int], embedding: int,
+                       num_neighbors: int, norm, act) -> tuple[jax.Array, jax.Array]:
+  """DGCNN's EdgeConv stack, called inside a compact module (it creates the layers).
+
+  Each layer: kNN in the current feature space, edge features ``[h_j - h_i, h_i]``,
+  a bias-free Dense, ``norm()``, ``act``, max over the k neighbours. Returns
+  ``(local, embedded)``: the layers' outputs concatenated (B, N, sum(features)) and
+  their bias-free Dense embedding (B, N, embedding) after ``norm()`` and ``act``.
+  """
+  h, outputs = points, []
+  for width in features:
+    neighbors = _feature_knn(h, num_neighbors)
+    h_j = jax.vmap(lambda f, i: f[i])(h, neighbors)          # (B, N, k, D)
+    h_i = jnp.broadcast_to(h[:, :, None, :], h_j.shape)
+    edges = jnp.concatenate([h_j - h_i, h_i], axis=-1)
+    h = jnp.max(act(norm()(nn.Dense(width, use_bias=False)(edges))), axis=2)
+    outputs.append(h)
+  local = jnp.concatenate(outputs, axis=-1)
+  return local, act(norm()(nn.Dense(embedding, use_bias=False)(local)))
+
+
 class DGCNN(nn.Module):
   """DGCNN classifier.
 
@@ -64,17 +85,8 @@ class DGCNN(nn.Module):
                              momentum=0.9, epsilon=1e-5)
     act = functools.partial(nn.leaky_relu, negative_slope=self.negative_slope)
 
-    h = points
-    outputs = []
-    for width in self.features:
-      neighbors = _feature_knn(h, self.num_neighbors)
-      h_j = jax.vmap(lambda f, i: f[i])(h, neighbors)          # (B, N, k, D)
-      h_i = jnp.broadcast_to(h[:, :, None, :], h_j.shape)
-      edges = jnp.concatenate([h_j - h_i, h_i], axis=-1)
-      h = jnp.max(act(norm()(nn.Dense(width, use_bias=False)(edges))), axis=2)
-      outputs.append(h)
-    h = act(norm()(nn.Dense(self.embedding, use_bias=False)(
-        jnp.concatenate(outputs, axis=-1))))
+    _, h = edge_conv_features(points, self.features, self.embedding,
+                              self.num_neighbors, norm, act)
     x = jnp.concatenate([jnp.max(h, axis=1), jnp.mean(h, axis=1)], axis=-1)
     for i, width in enumerate(self.head):
       x = act(norm()(nn.Dense(width, use_bias=i > 0)(x)))

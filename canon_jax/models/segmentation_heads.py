@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 
 from canon_jax import pointcloud
-from canon_jax.models.dgcnn import _feature_knn
+from canon_jax.models.dgcnn import edge_conv_features
 
 
 def _per_point_head(local: jax.Array, global_feature: jax.Array, widths: Sequence[int],
@@ -113,16 +113,8 @@ class DGCNNSegmentation(nn.Module):
     norm = functools.partial(nn.BatchNorm, use_running_average=not train,
                              momentum=0.9, epsilon=1e-5)
     act = functools.partial(nn.leaky_relu, negative_slope=self.negative_slope)
-    h, outputs = points, []
-    for width in self.features:
-      neighbors = _feature_knn(h, self.num_neighbors)
-      h_j = jax.vmap(lambda f, i: f[i])(h, neighbors)          # (B, N, k, D)
-      h_i = jnp.broadcast_to(h[:, :, None, :], h_j.shape)
-      edges = jnp.concatenate([h_j - h_i, h_i], axis=-1)
-      h = jnp.max(act(norm()(nn.Dense(width, use_bias=False)(edges))), axis=2)
-      outputs.append(h)
-    local = jnp.concatenate(outputs, axis=-1)
-    embedded = act(norm()(nn.Dense(self.embedding, use_bias=False)(local)))
+    local, embedded = edge_conv_features(points, self.features, self.embedding,
+                                         self.num_neighbors, norm, act)
     return _per_point_head(local, jnp.max(embedded, axis=1), self.head, self.num_classes,
                            self.dropout_rate, train, act)
 
