@@ -42,15 +42,18 @@ download_config=tfds.download.DownloadConfig(manual_dir=...).
 """
 
 
-def find_split_files(manual_dir, split: str) -> list[epath.Path]:
-  """The release's ``ply_data_{split}{i}.h5`` files, ordered by i.
+def find_split_files(manual_dir, split: str, *, release_folder: str = RELEASE_FOLDER,
+                     dataset: str = "ModelNet40", instructions: str = _INSTRUCTIONS
+                     ) -> list[epath.Path]:
+  """An HDF5 release's ``ply_data_{split}{i}.h5`` files, ordered by i.
 
-  Looks in ``manual_dir`` and in ``manual_dir / "modelnet40_ply_hdf5_2048"``.
-  Raises FileNotFoundError naming the expected files, where it looked, and where to
-  get them, when there are none.
+  Looks in ``manual_dir`` and in ``manual_dir / release_folder`` (ModelNet40's
+  ``modelnet40_ply_hdf5_2048`` by default; ShapeNet-part's release has the same
+  layout). Raises FileNotFoundError naming the expected files, where it looked, and
+  (``instructions``) where to get them, when there are none.
   """
   manual_dir = epath.Path(manual_dir)
-  folders = [manual_dir, manual_dir / RELEASE_FOLDER]
+  folders = [manual_dir, manual_dir / release_folder]
   pattern = re.compile(rf"ply_data_{split}(\d+)\.h5$")
   for folder in folders:
     if folder.is_dir():
@@ -59,8 +62,8 @@ def find_split_files(manual_dir, split: str) -> list[epath.Path]:
       if found:
         return [f for _, f in sorted(found)]
   raise FileNotFoundError(
-      f"ModelNet40 HDF5 files ply_data_{split}*.h5 (ply_data_{split}0.h5, ...) not "
-      f"found in {folders[0]} or {folders[1]}.\n{_INSTRUCTIONS}")
+      f"{dataset} HDF5 files ply_data_{split}*.h5 (ply_data_{split}0.h5, ...) not "
+      f"found in {folders[0]} or {folders[1]}.\n{instructions}")
 
 
 def read_h5(path) -> tuple[np.ndarray, np.ndarray]:

@@ -29,14 +29,13 @@ labels in [0, 50)). Upright along +y.
 from __future__ import annotations
 
 import dataclasses
-import re
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 import tensorflow_datasets as tfds
 from etils import epath
 
-from canon_jax.data import shapes
+from canon_jax.data import modelnet40, shapes
 from canon_jax.data.sources import _open_records
 
 CATEGORY_PARTS = {"mug": (0, 1), "chair": (2, 3, 4), "table": (5, 6), "lamp": (7, 8),
@@ -221,20 +220,12 @@ parent) as download_config=tfds.download.DownloadConfig(manual_dir=...).
 
 
 def find_part_files(manual_dir, split: str) -> list[epath.Path]:
-  """The release's ``ply_data_{split}{i}.h5`` files, ordered by i (FileNotFoundError
-  naming the files and folders when there are none)."""
-  manual_dir = epath.Path(manual_dir)
-  folders = [manual_dir, manual_dir / SHAPENET_PART_FOLDER]
-  pattern = re.compile(rf"ply_data_{split}(\d+)\.h5$")
-  for folder in folders:
-    if folder.is_dir():
-      found = [(int(m.group(1)), f) for f in folder.iterdir()
-               if (m := pattern.match(f.name))]
-      if found:
-        return [f for _, f in sorted(found)]
-  raise FileNotFoundError(
-      f"ShapeNet-part HDF5 files ply_data_{split}*.h5 not found in {folders[0]} or "
-      f"{folders[1]}.\n{_SHAPENET_INSTRUCTIONS}")
+  """The ShapeNet-part release's ``ply_data_{split}{i}.h5`` files, ordered by i
+  (FileNotFoundError naming the files and folders when there are none)."""
+  return modelnet40.find_split_files(manual_dir, split,
+                                     release_folder=SHAPENET_PART_FOLDER,
+                                     dataset="ShapeNet-part",
+                                     instructions=_SHAPENET_INSTRUCTIONS)
 
 
 def read_part_h5(path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
