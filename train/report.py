@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -117,17 +117,32 @@ def eval_summary(results: Mapping[str, Mapping[str, Any]], main: str) -> dict[st
   return summary
 
 
-def format_table(results: Mapping[str, Mapping[str, Any]], group_name: str) -> str:
-  """A plain-text table: one row per variant, accuracies in percent."""
-  header = (f"{'variant':<15}{'accuracy':>10}{group_name + '-avg':>10}{'worst g':>10}"
-            f"{'invariant':>11}{'identity':>10}")
+Column = tuple[str, int, Callable[[Mapping[str, Any]], float], str]
+"""A table column: (title, width, value of a variant's results, format spec)."""
+
+
+def table(results: Mapping[str, Mapping[str, Any]], columns: Sequence[Column]) -> str:
+  """A plain-text table: one row per variant, one column per ``columns`` entry."""
+  header = f"{'variant':<15}" + "".join(f"{t:>{w}}" for t, w, _, _ in columns)
   rows = [header, "-" * len(header)]
   for name, r in results.items():
-    rows.append(
-        f"{name:<15}{100 * r['accuracy']:>10.2f}{100 * r['g_averaged_accuracy']:>10.2f}"
-        f"{100 * min(r['per_element_accuracy']):>10.2f}{100 * r['invariance_rate']:>11.2f}"
-        f"{100 * r['identity_rate']:>10.2f}")
+    rows.append(f"{name:<15}" + "".join(f"{fn(r):>{w}{spec}}" for _, w, fn, spec in columns))
   return "\n".join(rows)
+
+
+def percent(key: str) -> Callable[[Mapping[str, Any]], float]:
+  """A column value: ``100 * results[key]``."""
+  return lambda r: 100 * r[key]
+
+
+def format_table(results: Mapping[str, Mapping[str, Any]], group_name: str) -> str:
+  """The classification table: accuracies in percent, per variant."""
+  return table(results, [
+      ("accuracy", 10, percent("accuracy"), ".2f"),
+      (group_name + "-avg", 10, percent("g_averaged_accuracy"), ".2f"),
+      ("worst g", 10, lambda r: 100 * min(r["per_element_accuracy"]), ".2f"),
+      ("invariant", 11, percent("invariance_rate"), ".2f"),
+      ("identity", 10, percent("identity_rate"), ".2f")])
 
 
 def _pyplot():

@@ -244,14 +244,13 @@ class PartSegmentationTask(PointCloudTask):
             f"{100 * results['accuracy']:.2f}%")
 
   def table(self, results: dict[str, dict[str, Any]]) -> str:
-    header = (f"{'variant':<15}{'mIoU':>8}{self.average_name + ' mIoU':>12}"
-              f"{'acc':>8}{self.average_name + ' acc':>11}{'invariant':>11}")
-    rows = [header, "-" * len(header)]
-    for name, r in results.items():
-      rows.append(f"{name:<15}{100 * r['miou']:>8.2f}{100 * r['rotated_miou']:>12.2f}"
-                  f"{100 * r['accuracy']:>8.2f}{100 * r['rotated_accuracy']:>11.2f}"
-                  f"{100 * r['invariance_rate']:>11.2f}")
-    return "\n".join(rows)
+    avg = self.average_name
+    return report.table(results, [
+        ("mIoU", 8, report.percent("miou"), ".2f"),
+        (avg + " mIoU", 12, report.percent("rotated_miou"), ".2f"),
+        ("acc", 8, report.percent("accuracy"), ".2f"),
+        (avg + " acc", 11, report.percent("rotated_accuracy"), ".2f"),
+        ("invariant", 11, report.percent("invariance_rate"), ".2f")])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -352,13 +351,11 @@ class NBodyTask:
             f"{results['rotated_mse']:.5f}")
 
   def table(self, results: dict[str, dict[str, Any]]) -> str:
-    header = (f"{'variant':<15}{'MSE':>10}{self.average_name + ' MSE':>10}"
-              f"{'worst pose':>12}{'equiv. err':>12}")
-    rows = [header, "-" * len(header)]
-    for name, r in results.items():
-      rows.append(f"{name:<15}{r['mse']:>10.5f}{r['rotated_mse']:>10.5f}"
-                  f"{max(r['per_pose_mse']):>12.5f}{r['max_equivariance_error']:>12.2e}")
-    return "\n".join(rows)
+    return report.table(results, [
+        ("MSE", 10, lambda r: r["mse"], ".5f"),
+        (self.average_name + " MSE", 10, lambda r: r["rotated_mse"], ".5f"),
+        ("worst pose", 12, lambda r: max(r["per_pose_mse"]), ".5f"),
+        ("equiv. err", 12, lambda r: r["max_equivariance_error"], ".2e")])
 
 
 Task = ImageTask | PointCloudTask | PartSegmentationTask | NBodyTask
