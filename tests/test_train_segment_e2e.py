@@ -74,14 +74,15 @@ def test_sam_tiny_random_run_scores_c4_equivariantly(tiny_random_run):
 def _save_tiny_sam(directory, seed=0):
   """SamTiny initialised as ``sam_tiny_random`` is (same key), every parameter
   created, written as a converted SAM checkpoint directory."""
-  from canon_jax.models import sam, sam_convert
+  from canon_jax import convert
+  from canon_jax.models import sam
   module = sam.SamTiny()
   s, e = module.image_size, module.embedding_size
   variables = jax.jit(module.init)(
       jax.random.key(seed), jnp.zeros((1, s, s, 3)), jnp.zeros((1, 1, 4)),
       jnp.zeros((1, 1, 1, 2)), jnp.zeros((1, 1, 1), jnp.int32),
       jnp.zeros((1, 1, 4 * e, 4 * e)))
-  sam_convert.save_sam(directory, variables, sam_convert.SamMetadata(
+  convert.save_pretrained(directory, variables, convert.SamMetadata(
       "tiny", s, sam.PIXEL_MEAN, sam.PIXEL_STD, "random"))
 
 
