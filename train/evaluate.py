@@ -184,17 +184,10 @@ def make_point_eval_step(model: canon_jax.CanonicalizedModel, rotations: np.ndar
     copies = jnp.einsum("bnj,pij->pbni", points, q.astype(points.dtype))
     flat = copies.reshape((num_poses * b,) + points.shape[1:])
     model_out = model.apply(_variables(params, batch_stats), flat)
-    result = model_out.canonicalization
     out = {"predictions": jnp.argmax(model_out.predictions, -1).astype(jnp.int32).reshape(
                num_poses, b),
            "label": batch["label"], "mask": batch["mask"]}
-    if result is not None:
-      frames = result.rotation.reshape(num_poses, b, 3, 3)
-      expected = jnp.einsum("pij,bjk->pbik", q, frames[0])
-      out["identity_angle"] = geodesic_angle_deg(frames[:1])
-      out["equivariance_angle"] = geodesic_angle_deg(
-          jnp.einsum("pbji,pbjk->pbik", expected, frames))
-    return out
+    return _with_frame_angles(out, model_out, q, num_poses, b)
 
   return eval_step
 
@@ -218,12 +211,8 @@ def score_points(gathered: dict[str, np.ndarray], has_canonicalizer: bool
   mask = jnp.asarray(mask_np)
   per = np.asarray(canon_jax.per_element_accuracy(preds, labels, mask))
   real = mask_np > 0
-  identity_rate, mean_angle, max_equivariance = 1.0, None, None
-  if has_canonicalizer:
-    angle = np.asarray(gathered["identity_angle"])[0][real]
-    identity_rate = float(np.mean(angle < IDENTITY_TOLERANCE_DEG))
-    mean_angle = float(np.mean(angle))
-    max_equivariance = float(np.max(np.asarray(gathered["equivariance_angle"])[:, real]))
+  identity_rate, mean_angle, max_equivariance = _frame_scores(gathered, real,
+                                                              has_canonicalizer)
   return {
       "accuracy": float(per[0]),
       "g_averaged_accuracy": float(np.mean(per)),
@@ -237,12 +226,26 @@ def score_points(gathered: dict[str, np.ndarray], has_canonicalizer: bool
   }
 
 
-def _frame_angles(result, rotations: jax.Array, num_poses: int, b: int) -> EvalOutputs:
-  """``identity_angle`` (1, B) and ``equivariance_angle`` (P, B) of a frame result
-  computed on the P rotated copies (see :func:`make_point_eval_step`)."""
-  frames = result.rotation.reshape(num_poses, b, 3, 3)
+def _frame_scores(gathered: dict[str, np.ndarray], real: np.ndarray,
+                  has_canonicalizer: bool) -> tuple[float, float | None, float | None]:
+  """``(identity_rate, mean identity angle, max equivariance angle)`` (degrees) of
+  the frames over the real (unpadded) examples; ``(1, None, None)`` without one."""
+  if not has_canonicalizer:
+    return 1.0, None, None
+  angle = np.asarray(gathered["identity_angle"])[0][real]
+  return (float(np.mean(angle < IDENTITY_TOLERANCE_DEG)), float(np.mean(angle)),
+          float(np.max(np.asarray(gathered["equivariance_angle"])[:, real])))
+
+
+def _with_frame_angles(out: EvalOutputs, model_out, rotations: jax.Array, num_poses: int,
+                       b: int) -> EvalOutputs:
+  """``out`` plus, with a canonicalizer, ``identity_angle`` (1, B) and
+  ``equivariance_angle`` (P, B) of its frames computed on the P rotated copies."""
+  if model_out.canonicalization is None:
+    return out
+  frames = model_out.canonicalization.rotation.reshape(num_poses, b, 3, 3)
   expected = jnp.einsum("pij,bjk->pbik", rotations, frames[0])
-  return {"identity_angle": geodesic_angle_deg(frames[:1]),
+  return {**out, "identity_angle": geodesic_angle_deg(frames[:1]),
           "equivariance_angle": geodesic_angle_deg(
               jnp.einsum("pbji,pbjk->pbik", expected, frames))}
 
@@ -284,9 +287,7 @@ def make_part_eval_step(model: canon_jax.CanonicalizedModel, rotations: np.ndarr
            "point_accuracy": jnp.mean((preds == labels[None]).astype(jnp.float32), -1),
            "invariant": jnp.all(preds == preds[:1], axis=(0, 2))[None].astype(jnp.float32),
            "label": labels, "mask": batch["mask"]}
-    if model_out.canonicalization is not None:
-      out.update(_frame_angles(model_out.canonicalization, q, num_poses, b))
-    return out
+    return _with_frame_angles(out, model_out, q, num_poses, b)
 
   return eval_step
 
@@ -311,12 +312,8 @@ def score_parts(gathered: dict[str, np.ndarray], has_canonicalizer: bool
   def rest(x):
     return float(np.mean(x[1:])) if len(x) > 1 else float(x[0])
 
-  identity_rate, mean_angle, max_equivariance = 1.0, None, None
-  if has_canonicalizer:
-    angle = np.asarray(gathered["identity_angle"])[0][real]
-    identity_rate = float(np.mean(angle < IDENTITY_TOLERANCE_DEG))
-    mean_angle = float(np.mean(angle))
-    max_equivariance = float(np.max(np.asarray(gathered["equivariance_angle"])[:, real]))
+  identity_rate, mean_angle, max_equivariance = _frame_scores(gathered, real,
+                                                              has_canonicalizer)
   return {
       "miou": float(per_iou[0]), "per_pose_miou": [float(x) for x in per_iou],
       "g_averaged_miou": float(np.mean(per_iou)), "rotated_miou": rest(per_iou),
@@ -364,9 +361,7 @@ def make_nbody_eval_step(model, rotations: np.ndarray, translations: np.ndarray
                    / jnp.maximum(jnp.sum(back[:1] ** 2, axis=(2, 3)), 1e-12))
     out = {"sq_error": sq_error, "equivariance_error": err, "label": labels,
            "mask": batch["mask"]}
-    if model_out.canonicalization is not None:
-      out.update(_frame_angles(model_out.canonicalization, q, num_poses, b))
-    return out
+    return _with_frame_angles(out, model_out, q, num_poses, b)
 
   return eval_step
 
