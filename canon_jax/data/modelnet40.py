@@ -21,6 +21,7 @@ import re
 import numpy as np
 import tensorflow_datasets as tfds
 from etils import epath
+from canon_jax.data.array_record import ArrayRecordBuilder
 
 NUM_POINTS = 2048
 RELEASE_FOLDER = "modelnet40_ply_hdf5_2048"
@@ -88,7 +89,7 @@ def read_h5(path) -> tuple[np.ndarray, np.ndarray]:
   return points, labels
 
 
-class Modelnet40Hdf5(tfds.core.GeneratorBasedBuilder):
+class Modelnet40Hdf5(ArrayRecordBuilder):
   """ModelNet40, 2048 points per cloud, from the HDF5 release (manual download).
 
   Records: ``points`` (2048, 3) float32, ``label`` int64 in [0, 40).
@@ -97,9 +98,6 @@ class Modelnet40Hdf5(tfds.core.GeneratorBasedBuilder):
   VERSION = tfds.core.Version("1.0.0")
   RELEASE_NOTES = {"1.0.0": "ModelNet40 from modelnet40_ply_hdf5_2048."}
   MANUAL_DOWNLOAD_INSTRUCTIONS = _INSTRUCTIONS
-
-  def __init__(self, *, file_format="array_record", **kwargs):
-    super().__init__(file_format=file_format, **kwargs)
 
   def _info(self) -> tfds.core.DatasetInfo:
     return tfds.core.DatasetInfo(

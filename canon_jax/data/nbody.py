@@ -33,6 +33,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from canon_jax.data.sources import _open_records
+from canon_jax.data.array_record import ArrayRecordBuilder
 
 NUM_PARTICLES = 5
 
@@ -136,7 +137,7 @@ class CanonNBodyConfig(tfds.core.BuilderConfig):
   seed: int = 0
 
 
-class CanonNBody(tfds.core.GeneratorBasedBuilder):
+class CanonNBody(ArrayRecordBuilder):
   """TFDS builder ``canon_nbody``: :func:`make_nbody` as train/test splits.
 
   Records: ``loc`` (5, 3), ``vel`` (5, 3), ``charges`` (5, 1), ``target`` (5, 3),
@@ -150,9 +151,6 @@ class CanonNBody(tfds.core.GeneratorBasedBuilder):
       CanonNBodyConfig(name="tiny", description="32 / 16 systems (tests)",
                        num_train=32, num_test=16),
   ]
-
-  def __init__(self, *, file_format="array_record", **kwargs):
-    super().__init__(file_format=file_format, **kwargs)
 
   def _info(self) -> tfds.core.DatasetInfo:
     def vec(width):

@@ -37,6 +37,7 @@ from etils import epath
 
 from canon_jax.data import modelnet40, shapes
 from canon_jax.data.sources import _open_records
+from canon_jax.data.array_record import ArrayRecordBuilder
 
 CATEGORY_PARTS = {"mug": (0, 1), "chair": (2, 3, 4), "table": (5, 6), "lamp": (7, 8),
                   "airplane": (9, 10, 11)}
@@ -157,7 +158,7 @@ def _part_features(num_points: int, categories: Sequence[str]
   })
 
 
-class CanonParts(tfds.core.GeneratorBasedBuilder):
+class CanonParts(ArrayRecordBuilder):
   """TFDS builder ``canon_parts``: :func:`make_parts` as train/test splits.
 
   Records: ``points`` (num_points, 3) float32, ``label`` (num_points,) int32 part
@@ -173,9 +174,6 @@ class CanonParts(tfds.core.GeneratorBasedBuilder):
       CanonPartsConfig(name="small", description="256 points, 100/40 per category",
                        num_points=256, train_per_category=100, test_per_category=40),
   ]
-
-  def __init__(self, *, file_format="array_record", **kwargs):
-    super().__init__(file_format=file_format, **kwargs)
 
   def _info(self) -> tfds.core.DatasetInfo:
     features = _part_features(self.builder_config.num_points, CATEGORY_NAMES)
@@ -257,7 +255,7 @@ def read_part_h5(path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
   return points, categories, pid
 
 
-class ShapenetPartHdf5(tfds.core.GeneratorBasedBuilder):
+class ShapenetPartHdf5(ArrayRecordBuilder):
   """ShapeNet-part (16 categories, 50 parts, 2048 points) from the HDF5 release
   (manual download). Records: ``points`` (2048, 3) float32, ``label`` (2048,) int32
   part labels, ``category`` int64 in [0, 16). Splits train, val, test."""
@@ -265,9 +263,6 @@ class ShapenetPartHdf5(tfds.core.GeneratorBasedBuilder):
   VERSION = tfds.core.Version("1.0.0")
   RELEASE_NOTES = {"1.0.0": "ShapeNet-part from shapenet_part_seg_hdf5_data."}
   MANUAL_DOWNLOAD_INSTRUCTIONS = _SHAPENET_INSTRUCTIONS
-
-  def __init__(self, *, file_format="array_record", **kwargs):
-    super().__init__(file_format=file_format, **kwargs)
 
   def _info(self) -> tfds.core.DatasetInfo:
     features = _part_features(SHAPENET_NUM_POINTS, tuple(SHAPENET_CATEGORY_PARTS))

@@ -26,6 +26,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from canon_jax import pointcloud
+from canon_jax.data.array_record import ArrayRecordBuilder
 
 CLASS_NAMES = ("sphere", "box", "cylinder", "cone", "torus", "ell", "mug", "chair",
                "arrow", "table")
@@ -289,7 +290,7 @@ class CanonShapesConfig(tfds.core.BuilderConfig):
   seed: int = 0
 
 
-class CanonShapes(tfds.core.GeneratorBasedBuilder):
+class CanonShapes(ArrayRecordBuilder):
   """TFDS builder ``canon_shapes``: :func:`make_shapes` as train/test splits.
 
   Records: ``points`` (num_points, 3) float32, ``label`` int64 class index.
@@ -306,9 +307,6 @@ class CanonShapes(tfds.core.GeneratorBasedBuilder):
       CanonShapesConfig(name="small", description="256 points, 100/40 per class (demos)",
                         num_points=256, train_per_class=100, test_per_class=40),
   ]
-
-  def __init__(self, *, file_format="array_record", **kwargs):
-    super().__init__(file_format=file_format, **kwargs)
 
   def _info(self) -> tfds.core.DatasetInfo:
     return tfds.core.DatasetInfo(
