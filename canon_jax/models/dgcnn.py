@@ -77,16 +77,21 @@ class DGCNN(nn.Module):
   dropout_rate: float = 0.5
   negative_slope: float = 0.2
 
-  @nn.compact
-  def __call__(self, points: jax.Array, train: bool = False) -> jax.Array:
-    """(B, N, 3) points -> (B, num_classes) logits."""
+  def _edge_convs(self, points: jax.Array, train: bool):
+    """``(local, embedded, norm, act)``: the checked input through
+    :func:`edge_conv_features`, and the batch norm and activation of the layers."""
     pointcloud.check_points(points, "points", min_points=self.num_neighbors)
     norm = functools.partial(nn.BatchNorm, use_running_average=not train,
                              momentum=0.9, epsilon=1e-5)
     act = functools.partial(nn.leaky_relu, negative_slope=self.negative_slope)
+    local, embedded = edge_conv_features(points, self.features, self.embedding,
+                                         self.num_neighbors, norm, act)
+    return local, embedded, norm, act
 
-    _, h = edge_conv_features(points, self.features, self.embedding,
-                              self.num_neighbors, norm, act)
+  @nn.compact
+  def __call__(self, points: jax.Array, train: bool = False) -> jax.Array:
+    """(B, N, 3) points -> (B, num_classes) logits."""
+    _, h, norm, act = self._edge_convs(points, train)
     x = jnp.concatenate([jnp.max(h, axis=1), jnp.mean(h, axis=1)], axis=-1)
     for i, width in enumerate(self.head):
       x = act(norm()(nn.Dense(width, use_bias=i > 0)(x)))

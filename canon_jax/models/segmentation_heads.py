@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 
 from canon_jax import pointcloud
-from canon_jax.models.dgcnn import edge_conv_features
+from canon_jax.models.dgcnn import DGCNN
 
 
 def _per_point_head(local: jax.Array, global_feature: jax.Array, widths: Sequence[int],
@@ -79,7 +79,7 @@ class PointNetSegmentation(nn.Module):
                            self.dropout_rate, train, nn.relu)
 
 
-class DGCNNSegmentation(nn.Module):
+class DGCNNSegmentation(DGCNN):
   """DGCNN part segmentation (Wang et al. 2019, without the transform net).
 
   EdgeConv layers (``features``; edge feature [h_j - h_i, h_i] on a kNN graph
@@ -99,22 +99,13 @@ class DGCNNSegmentation(nn.Module):
     negative_slope: of the LeakyReLUs.
   """
   num_classes: int = 50
-  num_neighbors: int = 20
   features: Sequence[int] = (64, 64, 64)
-  embedding: int = 1024
   head: Sequence[int] = (256, 256, 128)
-  dropout_rate: float = 0.5
-  negative_slope: float = 0.2
 
   @nn.compact
   def __call__(self, points: jax.Array, train: bool = False) -> jax.Array:
     """(B, N, 3) points -> (B, N, num_classes) per-point logits."""
-    pointcloud.check_points(points, "points", min_points=self.num_neighbors)
-    norm = functools.partial(nn.BatchNorm, use_running_average=not train,
-                             momentum=0.9, epsilon=1e-5)
-    act = functools.partial(nn.leaky_relu, negative_slope=self.negative_slope)
-    local, embedded = edge_conv_features(points, self.features, self.embedding,
-                                         self.num_neighbors, norm, act)
+    local, embedded, _, act = self._edge_convs(points, train)
     return _per_point_head(local, jnp.max(embedded, axis=1), self.head, self.num_classes,
                            self.dropout_rate, train, act)
 
