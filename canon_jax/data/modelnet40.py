@@ -17,6 +17,7 @@ tfds.download.DownloadConfig(manual_dir=...))``; then read with
 from __future__ import annotations
 
 import re
+from typing import Sequence
 
 import numpy as np
 import tensorflow_datasets as tfds
@@ -67,16 +68,24 @@ def find_split_files(manual_dir, split: str, *, release_folder: str = RELEASE_FO
       f"found in {folders[0]} or {folders[1]}.\n{instructions}")
 
 
-def read_h5(path) -> tuple[np.ndarray, np.ndarray]:
-  """(points (n, 2048, 3) float32, labels (n,) int64) from one release file."""
+def read_h5_datasets(path, names: Sequence[str], dataset: str) -> list[np.ndarray]:
+  """The datasets ``names`` of one HDF5 file (local or any ``epath`` path) as numpy
+  arrays, in that order. h5py is an optional dependency: a missing one raises an
+  ImportError that names ``dataset``."""
   try:
-    import h5py  # optional dependency: only this builder needs it
+    import h5py  # optional dependency: only the HDF5 builders need it
   except ImportError as err:
-    raise ImportError("Reading ModelNet40 HDF5 files needs h5py: pip install h5py"
+    raise ImportError(f"Reading {dataset} HDF5 files needs h5py: pip install h5py"
                       ) from err
   with epath.Path(path).open("rb") as f, h5py.File(f, "r") as h5:
-    points = np.asarray(h5["data"], dtype=np.float32)
-    labels = np.asarray(h5["label"]).reshape(-1).astype(np.int64)
+    return [np.asarray(h5[name]) for name in names]
+
+
+def read_h5(path) -> tuple[np.ndarray, np.ndarray]:
+  """(points (n, 2048, 3) float32, labels (n,) int64) from one release file."""
+  points, labels = read_h5_datasets(path, ("data", "label"), "ModelNet40")
+  points = points.astype(np.float32)
+  labels = labels.reshape(-1).astype(np.int64)
   if points.ndim != 3 or points.shape[1:] != (NUM_POINTS, 3):
     raise ValueError(f"{path}: dataset 'data' must have shape (n, {NUM_POINTS}, 3); "
                      f"got {points.shape}.")

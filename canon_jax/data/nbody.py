@@ -33,7 +33,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from canon_jax.data.sources import _open_records
-from canon_jax.data.array_record import ArrayRecordBuilder
+from canon_jax.data.array_record import SyntheticBuilder
 
 NUM_PARTICLES = 5
 
@@ -137,41 +137,32 @@ class CanonNBodyConfig(tfds.core.BuilderConfig):
   seed: int = 0
 
 
-class CanonNBody(ArrayRecordBuilder):
+class CanonNBody(SyntheticBuilder):
   """TFDS builder ``canon_nbody``: :func:`make_nbody` as train/test splits.
 
   Records: ``loc`` (5, 3), ``vel`` (5, 3), ``charges`` (5, 1), ``target`` (5, 3),
   float32. Written as array_record (no TensorFlow needed).
   """
   name = "canon_nbody"
-  VERSION = tfds.core.Version("1.0.0")
   RELEASE_NOTES = {"1.0.0": "Charged 5-particle systems, steps 3000 -> 4000."}
+  DESCRIPTION = "Charged-particle systems (NRI/EGNN n-body) and future positions."
   BUILDER_CONFIGS = [
       CanonNBodyConfig(name="default", description="3000 train / 500 test systems"),
       CanonNBodyConfig(name="tiny", description="32 / 16 systems (tests)",
                        num_train=32, num_test=16),
   ]
 
-  def _info(self) -> tfds.core.DatasetInfo:
+  def _features(self) -> tfds.features.FeaturesDict:
     def vec(width):
       return tfds.features.Tensor(shape=(NUM_PARTICLES, width), dtype=np.float32)
-    return tfds.core.DatasetInfo(
-        builder=self,
-        description="Charged-particle systems (NRI/EGNN n-body) and future positions.",
-        features=tfds.features.FeaturesDict({
-            "loc": vec(3), "vel": vec(3), "charges": vec(1), "target": vec(3)}),
-    )
+    return tfds.features.FeaturesDict(
+        {"loc": vec(3), "vel": vec(3), "charges": vec(1), "target": vec(3)})
 
-  def _split_generators(self, dl_manager):
-    del dl_manager  # nothing to download
-    cfg = self.builder_config
-    return {"train": self._generate_examples(cfg.num_train, cfg.seed),
-            "test": self._generate_examples(cfg.num_test, cfg.seed + 1)}
+  def _split_sizes(self) -> dict[str, int]:
+    return {"train": self.builder_config.num_train, "test": self.builder_config.num_test}
 
-  def _generate_examples(self, num: int, seed: int):
-    data = make_nbody(num, seed)
-    for i in range(num):
-      yield i, {k: v[i] for k, v in data.items()}
+  def _make(self, size: int, seed: int) -> dict:
+    return make_nbody(size, seed)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -37,7 +37,7 @@ from etils import epath
 
 from canon_jax.data import modelnet40, shapes
 from canon_jax.data.sources import _open_records
-from canon_jax.data.array_record import ArrayRecordBuilder
+from canon_jax.data.array_record import ArrayRecordBuilder, SyntheticBuilder
 
 CATEGORY_PARTS = {"mug": (0, 1), "chair": (2, 3, 4), "table": (5, 6), "lamp": (7, 8),
                   "airplane": (9, 10, 11)}
@@ -139,16 +139,6 @@ def part_mask_table(category_parts: Mapping[str, Sequence[int]], num_parts: int
   return table
 
 
-@dataclasses.dataclass
-class CanonPartsConfig(tfds.core.BuilderConfig):
-  """num_points per cloud; train/test shapes per category; seed of the train split
-  (the test split uses ``seed + 1``)."""
-  num_points: int = 1024
-  train_per_category: int = 200
-  test_per_category: int = 50
-  seed: int = 0
-
-
 def _part_features(num_points: int, categories: Sequence[str]
                    ) -> tfds.features.FeaturesDict:
   return tfds.features.FeaturesDict({
@@ -158,40 +148,26 @@ def _part_features(num_points: int, categories: Sequence[str]
   })
 
 
-class CanonParts(ArrayRecordBuilder):
+class CanonParts(SyntheticBuilder):
   """TFDS builder ``canon_parts``: :func:`make_parts` as train/test splits.
 
   Records: ``points`` (num_points, 3) float32, ``label`` (num_points,) int32 part
   labels in [0, 12), ``category`` int64 in [0, 5). Array_record, no TensorFlow.
   """
   name = "canon_parts"
-  VERSION = tfds.core.Version("1.0.0")
   RELEASE_NOTES = {"1.0.0": "Five categories, twelve labelled parts."}
-  BUILDER_CONFIGS = [
-      CanonPartsConfig(name="default", description="1024 points, 200/50 per category"),
-      CanonPartsConfig(name="tiny", description="64 points, 4/2 per category (tests)",
-                       num_points=64, train_per_category=4, test_per_category=2),
-      CanonPartsConfig(name="small", description="256 points, 100/40 per category",
-                       num_points=256, train_per_category=100, test_per_category=40),
-  ]
+  DESCRIPTION = "Primitive-made shapes with per-point part labels."
+  BUILDER_CONFIGS = shapes.point_cloud_configs()
 
-  def _info(self) -> tfds.core.DatasetInfo:
-    features = _part_features(self.builder_config.num_points, CATEGORY_NAMES)
-    return tfds.core.DatasetInfo(
-        builder=self, features=features,
-        description="Primitive-made shapes with per-point part labels.")
+  def _features(self) -> tfds.features.FeaturesDict:
+    return _part_features(self.builder_config.num_points, CATEGORY_NAMES)
 
-  def _split_generators(self, dl_manager):
-    del dl_manager  # nothing to download
+  def _split_sizes(self) -> dict[str, int]:
     cfg = self.builder_config
-    return {"train": self._generate_examples(cfg.train_per_category, cfg.seed),
-            "test": self._generate_examples(cfg.test_per_category, cfg.seed + 1)}
+    return {"train": cfg.train_per_class, "test": cfg.test_per_class}
 
-  def _generate_examples(self, num_per_category: int, seed: int):
-    data = make_parts(num_per_category, self.builder_config.num_points, seed)
-    for i in range(len(data["category"])):
-      yield i, {"points": data["points"][i], "label": data["label"][i],
-                "category": int(data["category"][i])}
+  def _make(self, size: int, seed: int) -> dict:
+    return make_parts(size, self.builder_config.num_points, seed)
 
 
 # ---------------------------------------------------------------------------------
@@ -229,15 +205,11 @@ def find_part_files(manual_dir, split: str) -> list[epath.Path]:
 def read_part_h5(path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
   """(points (n, P, 3) float32, categories (n,) int64, part labels (n, P) int32)
   from one release file, checked against the release's layout."""
-  try:
-    import h5py  # optional dependency: only this builder needs it
-  except ImportError as err:
-    raise ImportError("Reading ShapeNet-part HDF5 files needs h5py: pip install h5py"
-                      ) from err
-  with epath.Path(path).open("rb") as f, h5py.File(f, "r") as h5:
-    points = np.asarray(h5["data"], dtype=np.float32)
-    categories = np.asarray(h5["label"]).reshape(-1).astype(np.int64)
-    pid = np.asarray(h5["pid"]).astype(np.int32)
+  points, categories, pid = modelnet40.read_h5_datasets(
+      path, ("data", "label", "pid"), "ShapeNet-part")
+  points = points.astype(np.float32)
+  categories = categories.reshape(-1).astype(np.int64)
+  pid = pid.astype(np.int32)
   n = points.shape[0]
   if points.ndim != 3 or points.shape[2] != 3 or pid.shape != points.shape[:2]:
     raise ValueError(f"{path}: 'data' must be (n, P, 3) and 'pid' (n, P); got "

@@ -26,7 +26,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from canon_jax import pointcloud
-from canon_jax.data.array_record import ArrayRecordBuilder
+from canon_jax.data.array_record import SyntheticBuilder
 
 CLASS_NAMES = ("sphere", "box", "cylinder", "cone", "torus", "ell", "mug", "chair",
                "arrow", "table")
@@ -282,25 +282,19 @@ def rotate_point_clouds(points: jax.Array, mode: Literal["none", "z", "so3"],
 
 @dataclasses.dataclass
 class CanonShapesConfig(tfds.core.BuilderConfig):
-  """num_points per cloud; train/test samples per class; seed of the train split
-  (the test split uses ``seed + 1``)."""
+  """A config of the generated point-cloud sets (``canon_shapes``, ``canon_parts``):
+  num_points per cloud; train/test clouds per class (per category in
+  ``canon_parts``); seed of the train split (the test split uses ``seed + 1``)."""
   num_points: int = 1024
   train_per_class: int = 200
   test_per_class: int = 50
   seed: int = 0
 
 
-class CanonShapes(ArrayRecordBuilder):
-  """TFDS builder ``canon_shapes``: :func:`make_shapes` as train/test splits.
-
-  Records: ``points`` (num_points, 3) float32, ``label`` int64 class index.
-  Written as array_record (no TensorFlow needed); read with
-  ``tfds.data_source("canon_shapes", data_dir=...)`` (or ``"canon_shapes/tiny"``, ``"canon_shapes/small"``)
-  after ``CanonShapes(data_dir=...).download_and_prepare()``.
-  """
-  VERSION = tfds.core.Version("1.0.0")
-  RELEASE_NOTES = {"1.0.0": "Ten primitive and composite shape classes."}
-  BUILDER_CONFIGS = [
+def point_cloud_configs() -> list[CanonShapesConfig]:
+  """The configs ``default`` (1024 points, 200/50 clouds per class), ``tiny`` (64
+  points, 4/2; tests) and ``small`` (256 points, 100/40; demos)."""
+  return [
       CanonShapesConfig(name="default", description="1024 points, 200/50 per class"),
       CanonShapesConfig(name="tiny", description="64 points, 4/2 per class (tests)",
                         num_points=64, train_per_class=4, test_per_class=2),
@@ -308,26 +302,30 @@ class CanonShapes(ArrayRecordBuilder):
                         num_points=256, train_per_class=100, test_per_class=40),
   ]
 
-  def _info(self) -> tfds.core.DatasetInfo:
-    return tfds.core.DatasetInfo(
-        builder=self,
-        description="Points sampled on surfaces of primitive and composite shapes.",
-        features=tfds.features.FeaturesDict({
-            "points": tfds.features.Tensor(
-                shape=(self.builder_config.num_points, 3), dtype=np.float32),
-            "label": tfds.features.ClassLabel(names=CLASS_NAMES),
-        }),
-        supervised_keys=("points", "label"),
-    )
 
-  def _split_generators(self, dl_manager):
-    del dl_manager  # nothing to download
+class CanonShapes(SyntheticBuilder):
+  """TFDS builder ``canon_shapes``: :func:`make_shapes` as train/test splits.
+
+  Records: ``points`` (num_points, 3) float32, ``label`` int64 class index.
+  Written as array_record (no TensorFlow needed); read with
+  ``tfds.data_source("canon_shapes", data_dir=...)`` (or ``"canon_shapes/tiny"``, ``"canon_shapes/small"``)
+  after ``CanonShapes(data_dir=...).download_and_prepare()``.
+  """
+  RELEASE_NOTES = {"1.0.0": "Ten primitive and composite shape classes."}
+  DESCRIPTION = "Points sampled on surfaces of primitive and composite shapes."
+  SUPERVISED_KEYS = ("points", "label")
+  BUILDER_CONFIGS = point_cloud_configs()
+
+  def _features(self) -> tfds.features.FeaturesDict:
+    return tfds.features.FeaturesDict({
+        "points": tfds.features.Tensor(shape=(self.builder_config.num_points, 3),
+                                       dtype=np.float32),
+        "label": tfds.features.ClassLabel(names=CLASS_NAMES)})
+
+  def _split_sizes(self) -> dict[str, int]:
     cfg = self.builder_config
-    return {"train": self._generate_examples(cfg.train_per_class, cfg.seed),
-            "test": self._generate_examples(cfg.test_per_class, cfg.seed + 1)}
+    return {"train": cfg.train_per_class, "test": cfg.test_per_class}
 
-  def _generate_examples(self, num_per_class: int, seed: int):
-    points, labels, _ = make_shapes(num_per_class, self.builder_config.num_points,
-                                    seed)
-    for i, (p, y) in enumerate(zip(points, labels)):
-      yield i, {"points": p, "label": int(y)}
+  def _make(self, size: int, seed: int) -> dict:
+    points, labels, _ = make_shapes(size, self.builder_config.num_points, seed)
+    return {"points": points, "label": labels}

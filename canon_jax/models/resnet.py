@@ -69,12 +69,15 @@ def _shortcut(x: jax.Array, features: int, strides: int, train: bool, dtype: Any
   return _batch_norm(train, "downsample_bn", dtype)(x)
 
 
-class BasicBlock(nn.Module):
-  """Two 3 x 3 convolutions (ResNet-18/34): ``(B, H, W, C) -> (B, H/s, W/s, features)``.
+class _ResidualBlock(nn.Module):
+  """A residual block: the convolutions :meth:`convs` = ((features, kernel, stride),
+  ...), named ``conv1``, ``conv2``, ..., each followed by BatchNorm ``bn1``, ``bn2``,
+  ... and a ReLU but the last; then the sum with the shortcut (the block's stride,
+  its last convolution's features) and a ReLU.
 
   Attributes:
-    features: output channels.
-    strides: stride ``s`` of the first convolution and of the shortcut.
+    features: see the subclass.
+    strides: stride ``s`` of the strided convolution and of the shortcut.
     dtype: computation dtype (parameters stay float32).
   """
   features: int
@@ -82,40 +85,39 @@ class BasicBlock(nn.Module):
   dtype: Any = jnp.float32
   expansion: ClassVar[int] = 1
 
+  def convs(self) -> tuple[tuple[int, int, int], ...]:
+    raise NotImplementedError
+
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-    y = _conv(self.features, 3, self.strides, "conv1", self.dtype)(x)
-    y = nn.relu(_batch_norm(train, "bn1", self.dtype)(y))
-    y = _conv(self.features, 3, 1, "conv2", self.dtype)(y)
-    y = _batch_norm(train, "bn2", self.dtype)(y)
-    return nn.relu(y + _shortcut(x, self.features, self.strides, train, self.dtype))
+    convs = self.convs()
+    y = x
+    for i, (features, kernel, stride) in enumerate(convs, start=1):
+      y = _conv(features, kernel, stride, f"conv{i}", self.dtype)(y)
+      y = _batch_norm(train, f"bn{i}", self.dtype)(y)
+      if i < len(convs):
+        y = nn.relu(y)
+    shortcut = _shortcut(x, convs[-1][0], self.strides, train, self.dtype)
+    return nn.relu(y + shortcut)
 
 
-class Bottleneck(nn.Module):
-  """1 x 1 -> 3 x 3 (strided) -> 1 x 1 block (ResNet-50/101), 4x channel expansion.
+class BasicBlock(_ResidualBlock):
+  """Two 3 x 3 convolutions (ResNet-18/34): ``(B, H, W, C) -> (B, H/s, W/s, features)``,
+  the first one strided."""
 
-  Maps ``(B, H, W, C) -> (B, H/s, W/s, 4 * features)``.
+  def convs(self) -> tuple[tuple[int, int, int], ...]:
+    return (self.features, 3, self.strides), (self.features, 3, 1)
 
-  Attributes:
-    features: channels of the inner 3 x 3 convolution.
-    strides: stride ``s`` of the 3 x 3 convolution and of the shortcut.
-    dtype: computation dtype (parameters stay float32).
-  """
-  features: int
-  strides: int = 1
-  dtype: Any = jnp.float32
+
+class Bottleneck(_ResidualBlock):
+  """1 x 1 -> 3 x 3 (strided) -> 1 x 1 block (ResNet-50/101), 4x channel expansion:
+  ``(B, H, W, C) -> (B, H/s, W/s, 4 * features)``; ``features`` are the inner 3 x 3
+  convolution's channels."""
   expansion: ClassVar[int] = 4
 
-  @nn.compact
-  def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-    out_features = self.features * self.expansion
-    y = _conv(self.features, 1, 1, "conv1", self.dtype)(x)
-    y = nn.relu(_batch_norm(train, "bn1", self.dtype)(y))
-    y = _conv(self.features, 3, self.strides, "conv2", self.dtype)(y)
-    y = nn.relu(_batch_norm(train, "bn2", self.dtype)(y))
-    y = _conv(out_features, 1, 1, "conv3", self.dtype)(y)
-    y = _batch_norm(train, "bn3", self.dtype)(y)
-    return nn.relu(y + _shortcut(x, out_features, self.strides, train, self.dtype))
+  def convs(self) -> tuple[tuple[int, int, int], ...]:
+    f = self.features
+    return (f, 1, 1), (f, 3, self.strides), (f * self.expansion, 1, 1)
 
 
 _BLOCKS = {"basic": BasicBlock, "bottleneck": Bottleneck}

@@ -51,7 +51,7 @@ buffer, not a parameter: here it lives in the ``"constants"`` collection.
 from __future__ import annotations
 
 import functools
-from typing import Sequence
+from typing import Callable, Sequence
 
 import flax.linen as nn
 import jax
@@ -542,22 +542,14 @@ class Sam(nn.Module):
   (B, M, 4h, 4w). Output: mask logits (B, M, K, 4h, 4w) with ``h = w = S / p`` and
   predicted IoUs (B, M, K); K = ``num_multimask_outputs`` or 1.
 
-  Attributes: the encoder (``image_size``, ``patch_size``, ``encoder_dim``,
-  ``encoder_depth``, ``encoder_heads``, ``global_attn_indexes``, ``window_size``,
-  ``mlp_ratio``), the prompt width ``prompt_dim``, ``mask_in_chans``, the decoder
-  (``decoder_depth``, ``decoder_heads``, ``decoder_mlp_dim``,
-  ``num_multimask_outputs``, ``iou_head_depth``, ``iou_head_hidden_dim``) and the
-  pixel statistics ``pixel_mean`` / ``pixel_std`` (for [0, 255] inputs).
+  Attributes: ``image_encoder`` (an unbound :class:`ImageEncoderViT`: image side S,
+  patch p, width, depth, heads, windows; its ``out_chans`` is the prompt width),
+  ``mask_in_chans``, the decoder (``decoder_depth``, ``decoder_heads``,
+  ``decoder_mlp_dim``, ``num_multimask_outputs``, ``iou_head_depth``,
+  ``iou_head_hidden_dim``) and the pixel statistics ``pixel_mean`` / ``pixel_std``
+  (for [0, 255] inputs). The variants (:data:`SAM_VARIANTS`) fill them in.
   """
-  image_size: int = 1024
-  patch_size: int = 16
-  encoder_dim: int = 768
-  encoder_depth: int = 12
-  encoder_heads: int = 12
-  global_attn_indexes: tuple[int, ...] = (2, 5, 8, 11)
-  window_size: int = 14
-  mlp_ratio: float = 4.0
-  prompt_dim: int = 256
+  image_encoder: ImageEncoderViT
   mask_in_chans: int = 16
   decoder_depth: int = 2
   decoder_heads: int = 8
@@ -569,16 +561,26 @@ class Sam(nn.Module):
   pixel_std: tuple[float, float, float] = PIXEL_STD
 
   @property
+  def image_size(self) -> int:
+    """Side S of the padded input images."""
+    return self.image_encoder.image_size
+
+  @property
+  def patch_size(self) -> int:
+    return self.image_encoder.patch_size
+
+  @property
+  def prompt_dim(self) -> int:
+    """Channels of the image embedding and of the prompt tokens."""
+    return self.image_encoder.out_chans
+
+  @property
   def embedding_size(self) -> int:
     """Side h = w of the image embedding (and a quarter of the low-res masks')."""
     return self.image_size // self.patch_size
 
   def setup(self):
     e = self.embedding_size
-    self.image_encoder = ImageEncoderViT(
-        self.image_size, self.patch_size, self.encoder_dim, self.encoder_depth,
-        self.encoder_heads, self.mlp_ratio, self.prompt_dim, self.window_size,
-        tuple(self.global_attn_indexes))
     self.prompt_encoder = PromptEncoder(self.prompt_dim, (e, e),
                                         (self.image_size, self.image_size),
                                         self.mask_in_chans)
@@ -625,19 +627,30 @@ class Sam(nn.Module):
                        mask_inputs, multimask_output)
 
 
-SamViTB = functools.partial(Sam, encoder_dim=768, encoder_depth=12, encoder_heads=12,
-                            global_attn_indexes=(2, 5, 8, 11))
+def _variant(image_encoder: ImageEncoderViT, **defaults) -> Callable[..., Sam]:
+  """A SAM variant's constructor: ``(image_size=None, **overrides) -> Sam``, with
+  ``image_size`` (the encoder's S) and any other :class:`Sam` field overridable."""
+  def make(image_size: int | None = None, **overrides) -> Sam:
+    encoder = image_encoder if image_size is None else image_encoder.clone(
+        parent=None, image_size=image_size)
+    return Sam(image_encoder=encoder, **{**defaults, **overrides})
+  return make
+
+
+SamViTB = _variant(ImageEncoderViT(embed_dim=768, depth=12, num_heads=12,
+                                   global_attn_indexes=(2, 5, 8, 11)))
 """SAM ViT-B (``sam_vit_b_01ec64.pth``), 93.7 M parameters."""
-SamViTL = functools.partial(Sam, encoder_dim=1024, encoder_depth=24, encoder_heads=16,
-                            global_attn_indexes=(5, 11, 17, 23))
+SamViTL = _variant(ImageEncoderViT(embed_dim=1024, depth=24, num_heads=16,
+                                   global_attn_indexes=(5, 11, 17, 23)))
 """SAM ViT-L (``sam_vit_l_0b3195.pth``), 312 M parameters."""
-SamViTH = functools.partial(Sam, encoder_dim=1280, encoder_depth=32, encoder_heads=16,
-                            global_attn_indexes=(7, 15, 23, 31))
+SamViTH = _variant(ImageEncoderViT(embed_dim=1280, depth=32, num_heads=16,
+                                   global_attn_indexes=(7, 15, 23, 31)))
 """SAM ViT-H (``sam_vit_h_4b8939.pth``), 641 M parameters."""
-SamTiny = functools.partial(
-    Sam, image_size=64, patch_size=8, encoder_dim=32, encoder_depth=2, encoder_heads=2,
-    global_attn_indexes=(1,), window_size=3, prompt_dim=32, mask_in_chans=8,
-    decoder_depth=2, decoder_heads=2, decoder_mlp_dim=64, iou_head_hidden_dim=32)
+SamTiny = _variant(
+    ImageEncoderViT(image_size=64, patch_size=8, embed_dim=32, depth=2, num_heads=2,
+                    global_attn_indexes=(1,), window_size=3, out_chans=32),
+    mask_in_chans=8, decoder_depth=2, decoder_heads=2, decoder_mlp_dim=64,
+    iou_head_hidden_dim=32)
 """Test-sized SAM: 64 x 64 inputs, 8 x 8 patches, one windowed block whose 3 x 3
 windows need padding, one global block, prompt width 32 (no pretrained weights)."""
 

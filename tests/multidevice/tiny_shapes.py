@@ -12,19 +12,13 @@ NUM_POSES = 4
 
 def get_config() -> ml_collections.ConfigDict:
   config = shapes_pointnet_so3.get_config()
-  config.batch_size = 8
-  config.eval_batch_size = 8
-  config.data.name = "canon_shapes/tiny"
-  config.data.num_test_poses = NUM_POSES
+  config.update(batch_size=8, eval_batch_size=8, log_every_steps=2,
+                checkpoint_every_steps=3, progress_bar=False)
+  config.data.update(name="canon_shapes/tiny", num_test_poses=NUM_POSES)
   config.model.name = "pointnet_tiny"
   # No dropout: runs on 1 and 8 devices must draw the same numbers.
   config.model.kwargs = ml_collections.ConfigDict(dict(dropout_rate=0.0))
-  config.canonicalizer.num_neighbors = 4
-  config.canonicalizer.channels = 4
-  config.vanilla.num_steps = 6
-  config.augmentation.num_steps = 2
-  config.canonicalized.num_steps = 4
-  config.log_every_steps = 2
-  config.checkpoint_every_steps = 3
-  config.progress_bar = False
+  config.canonicalizer.update(num_neighbors=4, channels=4)
+  for variant, steps in (("vanilla", 6), ("augmentation", 2), ("canonicalized", 4)):
+    config[variant].num_steps = steps
   return config
