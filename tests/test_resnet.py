@@ -1,6 +1,8 @@
 """ResNet: parity with torchvision (random weights), BatchNorm modes, input checks."""
 import copy
 
+import flax.linen as nn
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -12,6 +14,7 @@ from torch_shim import (assert_converted_matches, assert_logits_close,
 from canon_jax import convert
 from canon_jax.models import (IMAGENET_MEAN, IMAGENET_STD, ResNet, get_model, normalize,
                               normalize_imagenet)
+from canon_jax.models.resnet import PointwiseConv
 
 torchvision = import_torchvision()
 
@@ -126,3 +129,24 @@ def test_normalize_imagenet():
     normalize_imagenet(np.zeros((2, 3, 8, 8), np.float32))
   with pytest.raises(TypeError, match="floating"):
     normalize_imagenet(np.zeros((2, 8, 8, 3), np.uint8))
+
+
+@pytest.mark.parametrize("strides,size", [(1, 6), (2, 7), (2, 8)])
+def test_pointwise_conv_equals_flax_conv_and_its_gradients(strides, size):
+  """PointwiseConv is nn.Conv's 1 x 1 convolution (odd and even sides, stride 1 and
+  2): the same parameter, outputs and gradients."""
+  x = jnp.asarray(np.random.default_rng(0).normal(size=(2, size, size, 3)), jnp.float32)
+  ours = PointwiseConv(5, strides)
+  flax_conv = nn.Conv(5, (1, 1), strides=(strides, strides), padding=0, use_bias=False)
+  variables = ours.init(jax.random.key(0), x)
+  assert variables["params"]["kernel"].shape == (1, 1, 3, 5)
+
+  def loss(module, v, x):
+    return jnp.sum(jnp.sin(module.apply(v, x)))
+
+  np.testing.assert_allclose(ours.apply(variables, x), flax_conv.apply(variables, x),
+                             rtol=1e-5, atol=1e-5)
+  grads = jax.grad(loss, argnums=(1, 2))
+  ours_grads, flax_grads = grads(ours, variables, x), grads(flax_conv, variables, x)
+  for a, b in zip(jax.tree_util.tree_leaves(ours_grads), jax.tree_util.tree_leaves(flax_grads)):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
