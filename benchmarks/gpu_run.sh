@@ -13,8 +13,10 @@
 # predictor on both sides (--dtype bfloat16, the usual way to train on a GPU) in
 # gpu_bf16.json.
 # Overrides for a dry run on a CPU machine: PYTHON (default python3), BENCH_ARGS
-# (default "--device gpu"), ROW_TIMEOUT (seconds for every row; default 90-200 by row),
-# BUDGET (seconds of the whole script after which nothing new starts; default 540).
+# (default "--device gpu"), ROWS (the rows run one by one, "row:seconds ...";
+# default all four), BF16_ROWS (default "train_step,inference"), ROW_TIMEOUT (seconds
+# for every row, overriding ROWS'), BUDGET (seconds of the whole script after which
+# nothing new starts; default 540).
 set -uo pipefail
 export PYTHONUNBUFFERED=1
 # JAX takes 75% of the GPU's memory up front; torch shares the process (the reference
@@ -33,7 +35,7 @@ export PYTHONPATH="/tmp/gpu_site:$PWD${PYTHONPATH:+:$PYTHONPATH}"
 status=0
 # Seconds per row (row 2 compiles two ResNet50 steps): 90 + 200 + 120 + 110 = 520 s,
 # inside a 560 s budget with the unpacking.
-for spec in canonicalizer:90 train_step:200 pointcloud:120 inference:110; do
+for spec in ${ROWS:-canonicalizer:90 train_step:200 pointcloud:120 inference:110}; do
   row=${spec%%:*}
   timeout "${ROW_TIMEOUT:-${spec##*:}}" "$PY" -m benchmarks.benchmark ${BENCH_ARGS:---device gpu} \
       --rows "$row" --out "$OUT/gpu_$row.json" 2>&1 | tee -a "$OUT/log.txt"
@@ -45,7 +47,7 @@ done
 left=$(( ${BUDGET:-540} - SECONDS ))
 if [ "$left" -ge 120 ]; then
   timeout "$left" "$PY" -m benchmarks.benchmark ${BENCH_ARGS:---device gpu} --dtype bfloat16 \
-      --rows train_step,inference --out "$OUT/gpu_bf16.json" 2>&1 | tee -a "$OUT/log.txt"
+      --rows "${BF16_ROWS:-train_step,inference}" --out "$OUT/gpu_bf16.json" 2>&1 | tee -a "$OUT/log.txt"
   rc=${PIPESTATUS[0]}
   echo "[bf16] exit status $rc" | tee -a "$OUT/log.txt"
   # An extra pass: stopped at the budget (timeout's 124) is not a failure, a crash is.

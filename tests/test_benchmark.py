@@ -49,19 +49,20 @@ def _load(tmp_path, argv):
   return loaded
 
 
-def test_tiny_jax_side_schema(tmp_path):
-  result = _load(tmp_path, ["--tiny", "--no-reference", "--flops",
-                            "--rows", "canonicalizer,inference"])
+def test_tiny_every_row_jax_side_schema(tmp_path):
+  """Every row (tiny sizes, canon_jax side only, with FLOPs) in one run."""
+  result = _load(tmp_path, ["--tiny", "--no-reference", "--flops"])
   assert result["peak_matmul_flops_per_s"] > 0
   assert result["peak_matmul_dtype"] == "float32"
-  canonicalizer, inference = result["rows"]
-  assert canonicalizer["name"] == "canonicalizer"
-  _check_side(canonicalizer["canon_jax"], jax_side=True, flops=True)
+  assert [r["name"] for r in result["rows"]] == list(benchmark.ROWS)
+  for row in result["rows"]:
+    _check_side(row["canon_jax"], jax_side=True, flops=True)
+  rows = {row["name"]: row for row in result["rows"]}
+  assert "canon_jax_canonicalizer_overhead" in rows["train_step"]["extra"]
+  canonicalizer, inference = rows["canonicalizer"], rows["inference"]
   assert canonicalizer["baseline"] is None and canonicalizer["speedup"] is None
   assert canonicalizer["baseline_missing"]
   # Inference: the baseline is the 8-way averaging, always run (canon_jax only).
-  assert inference["name"] == "inference"
-  _check_side(inference["canon_jax"], jax_side=True, flops=True)
   _check_side(inference["baseline"], jax_side=True, flops=True)
   assert "averaging" in inference["baseline"]["label"]
   assert math.isclose(inference["speedup"], inference["baseline"]["median_s"]
@@ -70,18 +71,6 @@ def test_tiny_jax_side_schema(tmp_path):
   _check_side(inference["extra"]["canon_jax_predictor_only"], jax_side=True, flops=True)
 
 
-@pytest.mark.slow
-def test_tiny_all_rows_jax_side(tmp_path):
-  result = _load(tmp_path, ["--tiny", "--no-reference"])
-  assert [r["name"] for r in result["rows"]] == list(benchmark.ROWS)
-  for row in result["rows"]:
-    _check_side(row["canon_jax"], jax_side=True, flops=False)
-  train_step = result["rows"][1]
-  assert "canon_jax_canonicalizer_overhead" in train_step["extra"]
-
-
-@pytest.mark.skipif(importlib.util.find_spec("equiadapt") is None,
-                    reason="equiadapt (the bench extra) is not installed")
 def test_tiny_reference_row_has_speedup(tmp_path):
   result = _load(tmp_path, ["--tiny", "--rows", "canonicalizer"])
   (row,) = result["rows"]
