@@ -81,3 +81,12 @@ def assert_equivariant(fn, x, group, act_in, act_out, *, atol=1e-5, rtol=1e-5,
     np.testing.assert_allclose(fn(act_in(x, group, k)), act_out(base, group, k),
                                atol=atol, rtol=rtol,
                                err_msg=f"not equivariant at element {k} of {group.name}")
+
+
+def assert_bfloat16_close_to_float32(module, variables, images, apply) -> None:
+  """``module`` computing in bfloat16 (``module.clone(dtype=jnp.bfloat16)``) returns
+  float32 outputs within 10% of the largest float32 output (``apply``) on ``images``."""
+  full = apply(variables, images)
+  half = jax.jit(module.clone(dtype=jnp.bfloat16).apply)(variables, images)
+  assert half.dtype == jnp.float32
+  assert np.abs(half - full).max() <= 0.1 * np.abs(full).max()

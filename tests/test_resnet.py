@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
+from helpers import assert_bfloat16_close_to_float32
 from torch_shim import (assert_converted_matches, assert_logits_close,
                         import_torchvision, numpy_state_dict, randomize_, torch_logits)
 
@@ -93,10 +94,7 @@ def test_eval_mode_leaves_batch_stats_alone_and_is_batch_independent(small):
 def test_bfloat16_compute_stays_close_to_float32(small):
   _, module, variables, apply = small
   images = jnp.asarray(_images(6, (2, 32, 32, 3)))
-  full = apply(variables, images)
-  half = jax.jit(module.clone(dtype=jnp.bfloat16).apply)(variables, images)
-  assert half.dtype == jnp.float32
-  assert np.abs(half - full).max() <= 0.1 * np.abs(full).max()
+  assert_bfloat16_close_to_float32(module, variables, images, apply)
 
 
 def test_tiny_variant_and_registry():

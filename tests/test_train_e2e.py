@@ -6,7 +6,6 @@ import os
 import signal
 import struct
 import subprocess
-import time
 
 import jax
 import numpy as np
@@ -92,18 +91,6 @@ def test_digits_run_writes_every_output(reference):
     assert common.latest_step(workdir, variant) == tiny_digits.get_config()[variant].num_steps
 
 
-def _wait_for(predicate, proc, timeout=240.0):
-  deadline = time.time() + timeout
-  while not predicate():
-    if proc.poll() is not None:
-      raise AssertionError(f"run ended early ({proc.returncode}): "
-                           f"{proc.stderr.read()[-3000:]}")
-    if time.time() > deadline:
-      proc.kill()
-      raise AssertionError("timed out waiting for a checkpoint")
-    time.sleep(0.02)
-
-
 @pytest.mark.slow
 def test_resume_after_sigterm_and_sigkill_matches_uninterrupted_run(
     reference, data_dir, tmp_path):
@@ -120,7 +107,8 @@ def test_resume_after_sigterm_and_sigkill_matches_uninterrupted_run(
 
   # SIGTERM during the first variant: it saves where it is and exits with 128 + 15.
   proc = start()
-  _wait_for(lambda: (common.latest_step(workdir, "vanilla") or 0) >= 5, proc)
+  common.wait_for(lambda: (common.latest_step(workdir, "vanilla") or 0) >= 5, proc,
+                  "a vanilla checkpoint")
   proc.send_signal(signal.SIGTERM)
   assert proc.wait(timeout=120) == 128 + signal.SIGTERM
   stopped_at = common.latest_step(workdir, "vanilla")
@@ -128,7 +116,8 @@ def test_resume_after_sigterm_and_sigkill_matches_uninterrupted_run(
 
   # SIGKILL after a checkpoint of the last variant: nothing gets saved on the way out.
   proc = start()
-  _wait_for(lambda: (common.latest_step(workdir, "canonicalized") or 0) >= 5, proc)
+  common.wait_for(lambda: (common.latest_step(workdir, "canonicalized") or 0) >= 5, proc,
+                  "a canonicalized checkpoint")
   proc.send_signal(signal.SIGKILL)
   proc.wait(timeout=60)
   assert common.latest_step(workdir, "canonicalized") < 12

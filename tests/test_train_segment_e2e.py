@@ -5,7 +5,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import jax
 import jax.numpy as jnp
@@ -98,18 +97,6 @@ def test_converted_sam_checkpoint_run(tiny_random_run, tmp_path):
   np.testing.assert_equal(result, tiny_random_run[1])   # nan == nan here
 
 
-def _wait_for_checkpoint(workdir, proc, timeout=240.0):
-  deadline = time.time() + timeout
-  while not common.latest_step(workdir, "canonicalizer"):
-    if proc.poll() is not None:
-      raise AssertionError(f"run ended early ({proc.returncode}): "
-                           f"{proc.stderr.read()[-3000:]}")
-    if time.time() > deadline:
-      proc.kill()
-      raise AssertionError("timed out waiting for the first checkpoint")
-    time.sleep(0.005)
-
-
 @pytest.mark.slow
 def test_resume_after_sigkill_mid_training_matches_uninterrupted_run(tiny_random_run,
                                                                      tmp_path):
@@ -117,7 +104,8 @@ def test_resume_after_sigkill_mid_training_matches_uninterrupted_run(tiny_random
   workdir = str(tmp_path / "run")
   proc = subprocess.Popen(_command(workdir), cwd=common.REPO, env=common.env(1),
                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-  _wait_for_checkpoint(workdir, proc)
+  common.wait_for(lambda: common.latest_step(workdir, "canonicalizer"), proc,
+                  "the first checkpoint", poll=0.005)
   proc.send_signal(signal.SIGKILL)       # nothing is saved on the way out
   proc.wait(timeout=60)
   stopped = common.latest_step(workdir, "canonicalizer")

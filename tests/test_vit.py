@@ -5,6 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
+from helpers import assert_bfloat16_close_to_float32
 from torch_shim import (assert_converted_matches, assert_logits_close, import_timm,
                         import_torchvision, numpy_state_dict, randomize_, torch_logits)
 
@@ -22,26 +23,24 @@ def _images(seed: int, shape) -> np.ndarray:
   return np.random.default_rng(seed).standard_normal(shape, dtype=np.float32)
 
 
-def _small_torchvision(seed: int = 0) -> torch.nn.Module:
+def _small_reference(library: str, seed: int = 0) -> torch.nn.Module:
+  """The SMALL ViT in ``library`` ("torchvision" or "timm"), random weights."""
   torch.manual_seed(seed)
-  model = torchvision.models.vision_transformer.VisionTransformer(
-      image_size=32, patch_size=8, num_layers=2, num_heads=4, hidden_dim=32, mlp_dim=64,
-      num_classes=5)
-  return randomize_(model, seed)
-
-
-def _small_timm(seed: int = 0) -> torch.nn.Module:
-  torch.manual_seed(seed)
-  model = timm.models.vision_transformer.VisionTransformer(
-      img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=4, mlp_ratio=2.0,
-      num_classes=5)
+  if library == "torchvision":
+    model = torchvision.models.vision_transformer.VisionTransformer(
+        image_size=32, patch_size=8, num_layers=2, num_heads=4, hidden_dim=32, mlp_dim=64,
+        num_classes=5)
+  else:
+    model = timm.models.vision_transformer.VisionTransformer(
+        img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=4, mlp_ratio=2.0,
+        num_classes=5)
   return randomize_(model, seed)
 
 
 @pytest.fixture(scope="module")
 def small():
   """torchvision small ViT, its Flax twin, converted variables and a jitted apply."""
-  reference = _small_torchvision()
+  reference = _small_reference("torchvision")
   module = ViT(**SMALL)
   variables = convert.convert_state_dict(
       numpy_state_dict(reference), module, "torchvision", image_size=32)
@@ -68,7 +67,7 @@ def test_vit_tiny_patch16_224_matches_timm():
 
 
 def test_small_vit_matches_timm():
-  _check_parity(_small_timm(seed=3), ViT(**SMALL), "timm", 32, batch=3, seed=3)
+  _check_parity(_small_reference("timm", seed=3), ViT(**SMALL), "timm", 32, batch=3, seed=3)
 
 
 def test_small_vit_matches_torchvision(small):
@@ -81,7 +80,7 @@ def test_small_vit_matches_torchvision(small):
 def test_torchvision_and_timm_names_convert_to_the_same_variables(small):
   # Copy the torchvision weights into a timm model: both conversions must agree exactly.
   reference, module, variables, _ = small
-  timm_model = _small_timm()
+  timm_model = _small_reference("timm")
   tv = reference.state_dict()
   block = "encoder.layers.encoder_layer_{}."
   with torch.no_grad():
@@ -137,10 +136,7 @@ def test_dropout_only_in_training(small):
 def test_bfloat16_compute_stays_close_to_float32(small):
   _, module, variables, apply = small
   images = jnp.asarray(_images(6, (2, 32, 32, 3)))
-  full = apply(variables, images)
-  half = jax.jit(module.clone(dtype=jnp.bfloat16).apply)(variables, images)
-  assert half.dtype == jnp.float32
-  assert np.abs(half - full).max() <= 0.1 * np.abs(full).max()
+  assert_bfloat16_close_to_float32(module, variables, images, apply)
 
 
 def test_image_size_checks(small):

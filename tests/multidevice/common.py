@@ -11,7 +11,8 @@ import os
 import socket
 import subprocess
 import sys
-from typing import Any, Sequence
+import time
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -123,3 +124,18 @@ def assert_close(got: Any, want: Any, rel: float = 1e-6, where: str = "") -> Non
 def read_jsonl(path: str) -> list[dict[str, Any]]:
   with open(path) as f:
     return [json.loads(line) for line in f if line.strip()]
+
+
+def wait_for(predicate: Callable[[], bool], proc: subprocess.Popen, what: str,
+             timeout: float = 240.0, poll: float = 0.02) -> None:
+  """Polls ``predicate`` until it holds; raises AssertionError (with the child's stderr)
+  if the child ``proc`` ends first, or kills it and raises after ``timeout`` s."""
+  deadline = time.time() + timeout
+  while not predicate():
+    if proc.poll() is not None:
+      raise AssertionError(f"run ended early ({proc.returncode}): "
+                           f"{proc.stderr.read()[-3000:]}")
+    if time.time() > deadline:
+      proc.kill()
+      raise AssertionError(f"timed out waiting for {what}")
+    time.sleep(poll)
