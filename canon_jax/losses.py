@@ -110,8 +110,7 @@ def model_confidence_scores(predict_fn: Callable[[jax.Array], jax.Array],
     brought the input out of its upright pose. Exact permutations for C4/D4.
   """
   group = from_name(group)
-  if metric not in ("max_prob", "neg_entropy"):
-    raise ValueError(f"metric must be 'max_prob' or 'neg_entropy'; got {metric!r}.")
+  _checks.check_choice(metric, "metric", ("max_prob", "neg_entropy"))
   copies = transforms.all_transforms(images, group)          # copy h = h . images
   logits = jax.lax.map(predict_fn, copies)                    # (|G|, B, K)
   _checks.check_rank(logits, "predict_fn output", 3, "|G|, B, K after lax.map")

@@ -46,6 +46,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from canon_jax import _checks
 from canon_jax.groups import DiscreteGroup, from_name
 from canon_jax.nn.conv import pointwise
 from canon_jax.transforms import _exact, _source_coords
@@ -54,8 +55,7 @@ Basis = Literal["auto", "pixel", "steerable"]
 
 
 def _resolve_basis(basis: str, group: DiscreteGroup, kernel_size: int) -> str:
-  if basis not in ("auto", "pixel", "steerable"):
-    raise ValueError(f"basis must be 'auto', 'pixel' or 'steerable'; got {basis!r}.")
+  _checks.check_choice(basis, "basis", ("auto", "pixel", "steerable"))
   if kernel_size == 1:
     return "pixel"
   if basis == "auto":
@@ -94,9 +94,7 @@ class FilterBasis:
   sigma: float = 1.0
 
   def __post_init__(self):
-    if self.kind not in ("auto", "pixel", "steerable"):
-      raise ValueError(f"FilterBasis.kind must be 'auto', 'pixel' or 'steerable'; got "
-                       f"{self.kind!r}.")
+    _checks.check_choice(self.kind, "FilterBasis.kind", ("auto", "pixel", "steerable"))
     if self.max_frequency < 0 or self.num_rings < 1 or not self.sigma > 0:
       raise ValueError(f"FilterBasis needs max_frequency >= 0, num_rings >= 1 and "
                        f"sigma > 0; got {self.max_frequency}, {self.num_rings} and "
@@ -306,8 +304,7 @@ class LiftingConv(_GroupFilterLayer):
     group = from_name(self.group)
     if x.ndim != 4:
       raise ValueError(f"x must be (B, H, W, C); got shape {x.shape}.")
-    if self.padding not in ("SAME", "VALID"):
-      raise ValueError(f"padding must be 'SAME' or 'VALID'; got {self.padding!r}.")
+    _checks.check_choice(self.padding, "padding", ("SAME", "VALID"))
     c_in, n, k = x.shape[-1], group.order, self.kernel_size
     bank = self._filter_copies(group, (c_in, self.features), c_in * k * k, expand=False)
     if self.padding == "VALID" and min(x.shape[1:3]) < k:

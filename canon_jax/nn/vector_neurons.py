@@ -4,8 +4,9 @@ SO(3)-Equivariant Networks", ICCV 2021), in plain jnp.
 Layout: vector features are arrays (..., 3, C), channels last: C channels, each a
 3-D vector whose (x, y, z) components lie on axis -2 (so a VN linear layer is one
 plain matmul over the last axis; with the PyTorch code's (..., C, 3) layout, VN
-linear layers and norms ran 4-5x slower on CPU here, a training step 1.7x). A rotation Q acts on every channel as Q @ v (v[..., :, c]
-a column vector), and every layer here commutes with it: f(Q v) = Q f(v). Except
+linear layers and norms ran 4-5x slower on a CPU, a training step 1.7x). A rotation
+Q acts on every channel as Q @ v (v[..., :, c] a column vector), and every layer here
+commutes with it: f(Q v) = Q f(v). Except
 for the cross-product edge feature (optional), the layers also commute with
 reflections.
 
@@ -23,6 +24,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from canon_jax import _checks
 from canon_jax.nn.conv import pointwise
 
 _EPS = 1e-6
@@ -166,8 +168,7 @@ class VNVectorNet(nn.Module):
     Returns:
       (B, num_vectors, 3) vectors, xyz rows; f(points @ Q.T) = f(points) @ Q.T.
     """
-    if self.pooling not in ("mean", "max"):
-      raise ValueError(f"pooling must be 'mean' or 'max'; got {self.pooling!r}.")
+    _checks.check_choice(self.pooling, "pooling", ("mean", "max"))
     x_j = _gather(points, neighbors)                     # (B, N, k, 3)
     x_i = jnp.broadcast_to(points[:, :, None, :], x_j.shape)
     channels = [x_j - x_i, x_i]
