@@ -217,13 +217,18 @@ def score_points(gathered: dict[str, np.ndarray], has_canonicalizer: bool
       "accuracy": float(per[0]),
       "g_averaged_accuracy": float(np.mean(per)),
       "per_element_accuracy": [float(a) for a in per],
-      "rotated_accuracy": float(np.mean(per[1:])) if len(per) > 1 else float(per[0]),
+      "rotated_accuracy": _mean_over_moved_poses(per),
       "identity_rate": identity_rate,
       "invariance_rate": float(canon_jax.invariance_rate(preds, mask)),
       "mean_identity_angle_deg": mean_angle,
       "max_equivariance_angle_deg": max_equivariance,
       "num_examples": int(np.sum(real)),
   }
+
+
+def _mean_over_moved_poses(per_pose: np.ndarray) -> float:
+  """The mean of a per-pose metric over poses 1..P-1 (pose 0 alone when P = 1)."""
+  return float(np.mean(per_pose[1:])) if len(per_pose) > 1 else float(per_pose[0])
 
 
 def _frame_scores(gathered: dict[str, np.ndarray], real: np.ndarray,
@@ -308,17 +313,15 @@ def score_parts(gathered: dict[str, np.ndarray], has_canonicalizer: bool
   iou = np.asarray(gathered["iou"])[:, real]
   acc = np.asarray(gathered["point_accuracy"])[:, real]
   per_iou, per_acc = iou.mean(axis=1), acc.mean(axis=1)
-
-  def rest(x):
-    return float(np.mean(x[1:])) if len(x) > 1 else float(x[0])
-
   identity_rate, mean_angle, max_equivariance = _frame_scores(gathered, real,
                                                               has_canonicalizer)
   return {
       "miou": float(per_iou[0]), "per_pose_miou": [float(x) for x in per_iou],
-      "g_averaged_miou": float(np.mean(per_iou)), "rotated_miou": rest(per_iou),
+      "g_averaged_miou": float(np.mean(per_iou)),
+      "rotated_miou": _mean_over_moved_poses(per_iou),
       "accuracy": float(per_acc[0]), "per_element_accuracy": [float(x) for x in per_acc],
-      "g_averaged_accuracy": float(np.mean(per_acc)), "rotated_accuracy": rest(per_acc),
+      "g_averaged_accuracy": float(np.mean(per_acc)),
+      "rotated_accuracy": _mean_over_moved_poses(per_acc),
       "invariance_rate": float(np.mean(np.asarray(gathered["invariant"])[0][real])),
       "identity_rate": identity_rate, "mean_identity_angle_deg": mean_angle,
       "max_equivariance_angle_deg": max_equivariance, "num_examples": int(real.sum()),
@@ -378,13 +381,10 @@ def score_nbody(gathered: dict[str, np.ndarray], has_canonicalizer: bool
   """
   real = np.asarray(gathered["mask"]) > 0
   per = np.asarray(gathered["sq_error"])[:, real].mean(axis=1)
-  mean_angle = None
-  if has_canonicalizer:
-    mean_angle = float(np.mean(np.asarray(gathered["identity_angle"])[0][real]))
+  _, mean_angle, _ = _frame_scores(gathered, real, has_canonicalizer)
   return {
       "mse": float(per[0]), "per_pose_mse": [float(x) for x in per],
-      "averaged_mse": float(np.mean(per)),
-      "rotated_mse": float(np.mean(per[1:])) if len(per) > 1 else float(per[0]),
+      "averaged_mse": float(np.mean(per)), "rotated_mse": _mean_over_moved_poses(per),
       "max_equivariance_error": float(np.max(np.asarray(
           gathered["equivariance_error"])[:, real])),
       "mean_identity_angle_deg": mean_angle, "num_examples": int(real.sum()),

@@ -67,6 +67,14 @@ def _per_example(x: jax.Array) -> jax.Array:
   return jnp.mean(x.reshape(x.shape[0], -1), axis=1)
 
 
+def _frame_identity_hits(frames: jax.Array, applied: jax.Array) -> jax.Array:
+  """(B,) 1.0 where Q^T R is within IDENTITY_TOLERANCE_DEG (30 degrees) of the
+  identity, for predicted frames R and applied rotations Q, both (B, 3, 3)."""
+  relative = jnp.einsum("bji,bjk->bik", applied, frames)
+  hits = evaluate.geodesic_angle_deg(relative) < evaluate.IDENTITY_TOLERANCE_DEG
+  return hits.astype(jnp.float32)
+
+
 class _Classification:
   """Loss, training metrics and report lines of the (per-example or per-point)
   classification tasks."""
@@ -205,9 +213,7 @@ class PointCloudTask(_Classification):
   def identity_hits(self, result: canon_jax.PointCloudCanonicalization,
                     target: jax.Array) -> jax.Array:
     """(B,) 1.0 where Q^T R is within 30 degrees of the identity."""
-    relative = jnp.einsum("bji,bjk->bik", target, result.rotation)
-    hits = evaluate.geodesic_angle_deg(relative) < evaluate.IDENTITY_TOLERANCE_DEG
-    return hits.astype(jnp.float32)
+    return _frame_identity_hits(result.rotation, target)
 
   def make_eval_step(self, model: canon_jax.CanonicalizedModel) -> Callable:
     return evaluate.make_point_eval_step(model, self.test_rotations())
@@ -327,9 +333,7 @@ class NBodyTask:
   def identity_hits(self, result: canon_jax.PointCloudCanonicalization,
                     target: dict[str, jax.Array]) -> jax.Array:
     """(B,) 1.0 where Q^T R is within 30 degrees of the identity."""
-    relative = jnp.einsum("bji,bjk->bik", target["rotation"], result.rotation)
-    hits = evaluate.geodesic_angle_deg(relative) < evaluate.IDENTITY_TOLERANCE_DEG
-    return hits.astype(jnp.float32)
+    return _frame_identity_hits(result.rotation, target["rotation"])
 
   def per_example_loss(self, predictions: jax.Array, labels: jax.Array) -> jax.Array:
     """(B,) mean squared error over particles and coordinates."""
