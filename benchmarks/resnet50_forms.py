@@ -38,6 +38,7 @@ from canon_jax.models import resnet
 from canon_jax.nn.conv import pointwise
 
 NUM_CLASSES = 10
+_CONV_INIT = resnet._CONV_INIT  # pylint: disable=protected-access  # torchvision's init
 FORMS = ("conv", "dot4d", "current", "stem_patches", "bn_affine", "torch")
 
 
@@ -48,8 +49,7 @@ class _Dot4d(nn.Module):
 
   @nn.compact
   def __call__(self, x):
-    kernel = self.param("kernel", resnet._CONV_INIT,  # pylint: disable=protected-access
-                        (1, 1, x.shape[-1], self.features))
+    kernel = self.param("kernel", _CONV_INIT, (1, 1, x.shape[-1], self.features))
     return jnp.dot(x[:, ::self.strides, ::self.strides], kernel[0, 0])
 
 
@@ -62,8 +62,7 @@ class _PatchConv(nn.Module):
   @nn.compact
   def __call__(self, x):
     k, s, p = self.kernel, self.strides, self.kernel // 2
-    w = self.param("kernel", resnet._CONV_INIT,  # pylint: disable=protected-access
-                   (k, k, x.shape[-1], self.features))
+    w = self.param("kernel", _CONV_INIT, (k, k, x.shape[-1], self.features))
     patches = jax.lax.conv_general_dilated_patches(
         x, (k, k), (s, s), ((p, p), (p, p)), dimension_numbers=("NHWC", "HWIO", "NHWC"))
     # The patches' channels are ordered (C, kh, kw).
@@ -105,8 +104,7 @@ def _form(name: str) -> Iterator[None]:
   def new_conv(features, kernel, strides, name_, dtype):
     if name == "conv" and kernel == 1:
       return nn.Conv(features, (1, 1), strides=(strides, strides), padding=0,
-                     use_bias=False, kernel_init=resnet._CONV_INIT,  # pylint: disable=protected-access
-                     dtype=dtype, name=name_)
+                     use_bias=False, kernel_init=_CONV_INIT, dtype=dtype, name=name_)
     if name == "dot4d" and kernel == 1:
       return _Dot4d(features, strides, name=name_)
     if name == "stem_patches" and kernel == 7:
@@ -118,7 +116,8 @@ def _form(name: str) -> Iterator[None]:
       return _AffineBatchNorm(use_running_average=not train, name=name_)
     return batch_norm(train, name_, dtype)
 
-  resnet._conv, resnet._batch_norm = new_conv, new_batch_norm  # pylint: disable=protected-access
+  # pylint: disable-next=protected-access
+  resnet._conv, resnet._batch_norm = new_conv, new_batch_norm
   try:
     yield
   finally:

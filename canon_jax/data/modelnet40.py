@@ -22,6 +22,7 @@ from typing import Sequence
 import numpy as np
 import tensorflow_datasets as tfds
 from etils import epath
+
 from canon_jax.data.array_record import ArrayRecordBuilder
 
 NUM_POINTS = 2048

@@ -176,7 +176,7 @@ class ViT(nn.Module):
                        name=f"encoderblock_{i}")(x, train)
     x = _layer_norm("encoder_norm", self.dtype)(x)[:, 0]
     x = nn.Dense(self.num_classes, kernel_init=self.head_kernel_init,
-              bias_init=self.head_bias_init, dtype=self.dtype, name="head")(x)
+                 bias_init=self.head_bias_init, dtype=self.dtype, name="head")(x)
     return x.astype(jnp.float32)
 
 
