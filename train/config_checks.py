@@ -94,6 +94,19 @@ POINT_DATASETS = ("canon_shapes", "modelnet40_hdf5")
 ROTATION_MODES = ("none", "z", "so3")
 
 
+def _check_canonicalizer_fields(config: ml_collections.ConfigDict, cls: type,
+                                set_by_trainer: tuple[str, ...] = (),
+                                extra: tuple[str, ...] = ()) -> None:
+  """``config.canonicalizer`` holds only fields of the module ``cls`` (but
+  ``set_by_trainer``) and the config-only keys ``extra``."""
+  fields = {f.name for f in dataclasses.fields(cls)} - {"parent", "name",
+                                                         *set_by_trainer}
+  unknown = sorted(set(config.canonicalizer) - fields - set(extra))
+  if unknown:
+    _fail("canonicalizer", f"fields of canon_jax.{cls.__name__} {sorted(fields)}",
+          unknown)
+
+
 def _check_points(config: ml_collections.ConfigDict,
                   datasets: tuple[str, ...] = POINT_DATASETS) -> None:
   """The fields of a point-cloud run (``config.task == 'points'``, or 'parts' with
@@ -108,24 +121,15 @@ def _check_points(config: ml_collections.ConfigDict,
   if config.model.normalize is not None or config.model.input_size is not None:
     _fail("model.normalize and model.input_size", "None for point clouds",
           (config.model.normalize, config.model.input_size))
-  fields = {f.name for f in dataclasses.fields(canon_jax.PointCloudCanonicalizer)} - {
-      "parent", "name"}
-  unknown = sorted(set(config.canonicalizer) - fields)
-  if unknown:
-    _fail("canonicalizer", f"fields of canon_jax.PointCloudCanonicalizer {sorted(fields)}",
-          unknown)
+  _check_canonicalizer_fields(config, canon_jax.PointCloudCanonicalizer)
 
 
 def _check_image_canonicalizer(config: ml_collections.ConfigDict) -> None:
   kind = config.canonicalizer.get("type", "equivariant")
   if kind not in IMAGE_CANONICALIZERS:
     _fail("canonicalizer.type", f"one of {sorted(IMAGE_CANONICALIZERS)}", kind)
-  cls = IMAGE_CANONICALIZERS[kind]
-  fields = {f.name for f in dataclasses.fields(cls)} - {"parent", "name", "group"}
-  unknown = sorted(set(config.canonicalizer) - fields - {"type"})
-  if unknown:
-    _fail("canonicalizer", f"fields of canon_jax.{cls.__name__} {sorted(fields)}",
-          unknown)
+  _check_canonicalizer_fields(config, IMAGE_CANONICALIZERS[kind], set_by_trainer=("group",),
+                              extra=("type",))
   if kind != "equivariant":
     net = config.canonicalizer.get("network")
     if not net or net.get("name") not in model_names():
@@ -152,11 +156,7 @@ def _check_nbody(config: ml_collections.ConfigDict) -> None:
   std = config.data.get("translation_std")
   if isinstance(std, bool) or not isinstance(std, (int, float)) or std < 0:
     _fail("data.translation_std", "a number >= 0", std)
-  fields = {f.name for f in dataclasses.fields(NBodyCanonicalizer)} - {"parent", "name"}
-  unknown = sorted(set(config.canonicalizer) - fields)
-  if unknown:
-    _fail("canonicalizer", f"fields of canon_jax.NBodyCanonicalizer {sorted(fields)}",
-          unknown)
+  _check_canonicalizer_fields(config, NBodyCanonicalizer)
 
 
 def validate_config(config: ml_collections.ConfigDict, device_count: int,

@@ -30,15 +30,13 @@ not the paper's method: it teaches the poses instead of relying on equivariance.
 """
 import ml_collections
 
-from train.configs.common import data_config, set_run_settings, stage
+from train.configs.common import (data_config, model_config, run_config, set_run_settings,
+                                  stage)
 
 
 def get_config() -> ml_collections.ConfigDict:
-  config = ml_collections.ConfigDict()
-  config.seed = 0
+  config = run_config("images", batch_size=32, eval_batch_size=256)
   config.group = "C8"
-  config.batch_size = 32
-  config.eval_batch_size = 256
 
   config.data = data_config(
       "canon_digits",
@@ -46,13 +44,8 @@ def get_config() -> ml_collections.ConfigDict:
       channels=ml_collections.config_dict.placeholder(int),
       rotation_seed=0)
 
-  config.model = ml_collections.ConfigDict(dict(
-      name="small_cnn",
-      kwargs=ml_collections.ConfigDict(dict(features=(16, 32, 64))),
-      pretrained=ml_collections.config_dict.placeholder(str),
-      input_size=ml_collections.config_dict.placeholder(int),
-      normalize="auto",
-  ))
+  config.model = model_config("small_cnn", features=(16, 32, 64))
+  config.model.normalize = "auto"
 
   # A group-equivariant wide ResNet (2 stages of 2 residual blocks, 3x3 steerable
   # group convolutions, Gaussian blur + 2x2 pooling between stages) on the digit
